@@ -1,0 +1,5 @@
+import sys
+
+from sslterm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,18 @@
+"""Errors a user can fix: shown as one line, exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input (profile, path, run id, data on disk). The message is the whole story."""
+
+    exit_code = 2
+
+
+class ProfileError(UserError):
+    """A profile problem, located by file, line and key."""
+
+    def __init__(self, path: str, line: int | None, key: str | None, message: str) -> None:
+        self.path, self.line, self.key, self.message = path, line, key, message
+        where = path if line is None else f"{path}:{line}"
+        super().__init__(f"{where}: {key}: {message}" if key else f"{where}: {message}")

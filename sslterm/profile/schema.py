@@ -1,0 +1,219 @@
+"""The profile schema: every knob a run has, with defaults, ranges and help text.
+
+A profile is TOML validated by these pydantic models. Unknown keys are errors
+(``extra="forbid"``), so a typo never silently falls back to a default. The
+field descriptions double as help text in the TUI composer and the README.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DatasetName = Literal[
+    "cifar10",
+    "cifar100",
+    "svhn",
+    "imagenet",
+    "imagenet50",
+    "imagenet100",
+    "imagenet200",
+    "imagefolder",
+    "synthetic",
+]
+
+
+class FieldProblem(ValueError):
+    """A validator error that knows which dotted key it is about (for file:line: key)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    dataset: DatasetName = Field("cifar10", description="Dataset to train on.")
+    root: str = Field("./data", description="Folder that holds (or receives) the dataset files.")
+    download: bool = Field(
+        True, description="Let torchvision download CIFAR/SVHN into data.root if missing."
+    )
+    class_list: str = Field(
+        "",
+        description="ImageNet subsets: a local '<wnid> <name>' class-list file instead of the "
+        "SCAN list fetched into data.root.",
+    )
+    image_size: int = Field(
+        0, ge=0, le=1024, description="Training image size in pixels; 0 = the dataset's own."
+    )
+    val_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Share of the training set held out for SSL validation."
+    )
+    num_workers: int = Field(16, ge=0, le=256, description="DataLoader worker processes.")
+    augment: Literal["auto", "gpu", "cpu"] = Field(
+        "auto",
+        description="Where augmentation runs: batched on the device ('gpu'), per sample in "
+        "DataLoader workers ('cpu'), or 'auto' (batched where the tensor cache fits).",
+    )
+    cache: bool = Field(
+        True, description="Decode small-image datasets once into a uint8 tensor cache."
+    )
+    synthetic_size: int = Field(
+        512, ge=8, description="synthetic: number of generated training images."
+    )
+    synthetic_classes: int = Field(4, ge=2, description="synthetic: number of classes.")
+
+
+class AugmentConfig(Section):
+    crop: bool = Field(True, description="Random resized crop (off for SVHN, which rotates).")
+    crop_scale: tuple[float, float] = Field((0.08, 1.0), description="Crop area range.")
+    crop_ratio: tuple[float, float] = Field((0.75, 4 / 3), description="Crop aspect-ratio range.")
+    flip_p: float = Field(0.5, ge=0.0, le=1.0, description="Horizontal flip probability.")
+    color_strength: float = Field(
+        0.5,
+        ge=0.0,
+        le=2.0,
+        description="Colour-distortion strength s: jitter (0.8s, 0.8s, 0.8s, 0.2s).",
+    )
+    color_p: float = Field(0.8, ge=0.0, le=1.0, description="Colour-jitter probability.")
+    grayscale_p: float = Field(0.2, ge=0.0, le=1.0, description="Grayscale probability.")
+    blur: bool = Field(False, description="Gaussian blur (hurts on 32 px images).")
+    blur_p: float = Field(0.5, ge=0.0, le=1.0, description="Blur probability when blur is on.")
+    rotation_p: float = Field(0.0, ge=0.0, le=1.0, description="Random-rotation probability.")
+    rotation_degrees: float = Field(30.0, ge=0.0, le=180.0, description="Max rotation angle.")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> AugmentConfig:
+        for name in ("crop_scale", "crop_ratio"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise FieldProblem(f"augment.{name}", f"must be 0 < low <= high (got [{lo}, {hi}])")
+        if self.crop_scale[1] > 1.0:
+            raise FieldProblem("augment.crop_scale", "high end must be <= 1")
+        return self
+
+
+class ModelConfig(Section):
+    method: Literal["simclr"] = Field("simclr", description="Self-supervised method.")
+    encoder: str = Field("resnet18", min_length=1, description="Any timm model name.")
+    pretrained: bool = Field(False, description="Start from timm's pretrained weights.")
+    small_stem: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="3x3 stride-1 stem without max-pool; 'auto' = on for ResNet-like "
+        "encoders at image sizes <= 64 px.",
+    )
+    projector: Literal["mlp", "linear"] = Field("mlp", description="Projection head type.")
+    projector_hidden_dim: int = Field(64, ge=1, description="Projector hidden width.")
+    projector_dim: int = Field(64, ge=1, description="Projector output width.")
+    temperature: float = Field(0.1, gt=0.0, le=10.0, description="NT-Xent temperature.")
+    sync_batchnorm: bool = Field(False, description="Convert BatchNorm to SyncBatchNorm.")
+
+
+class TrainConfig(Section):
+    epochs: int = Field(100, ge=1, description="SSL training epochs.")
+    batch_size: int = Field(
+        1024,
+        ge=2,
+        description="GLOBAL images per forward pass (each gives 2 views), summed over all "
+        "processes; each process gets batch_size / world_size. An optimizer step sees "
+        "batch_size * accumulate images.",
+    )
+    accumulate: int = Field(1, ge=1, description="Gradient-accumulation steps.")
+    optimizer: Literal["lars", "sgd", "adamw"] = Field("lars", description="Optimizer.")
+    base_lr: float = Field(0.075, gt=0.0, description="Base learning rate before scaling.")
+    lr_scaling: Literal["sqrt", "linear", "none"] = Field(
+        "sqrt",
+        description="lr = base_lr * sqrt(B) | base_lr * B/256 | base_lr, "
+        "B = batch_size * accumulate.",
+    )
+    weight_decay: float = Field(1e-6, ge=0.0, description="Weight decay.")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="Momentum (LARS, SGD).")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    lars_trust_coefficient: float = Field(1e-3, gt=0.0, description="LARS trust coefficient.")
+    warmup_epochs: float = Field(10.0, ge=0.0, description="Linear warmup epochs, then cosine.")
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Final lr / peak lr.")
+    precision: Literal["bf16", "fp16", "no"] = Field("bf16", description="Mixed precision.")
+    channels_last: bool = Field(True, description="channels_last memory format.")
+    compile: bool = Field(False, description="torch.compile the encoder.")
+    val_interval: int = Field(5, ge=0, description="SSL validation every N epochs; 0 = off.")
+    checkpoint_interval: int = Field(10, ge=0, description="Checkpoint every N epochs; 0 = end only.")
+    keep_checkpoints: int = Field(3, ge=1, description="Number of newest checkpoints kept.")
+    log_every: int = Field(10, ge=1, description="Read the loss and log a step every N steps.")
+    predict_batch_size: int = Field(512, ge=1, description="Batch size for feature extraction.")
+    seed: int = Field(42, description="Random seed; also fixes the train/val split.")
+    max_steps_per_epoch: int = Field(
+        0, ge=0, description="Cap on steps per epoch (0 = full epoch); for smoke runs."
+    )
+    online_probe: bool = Field(
+        True, description="Train a linear probe on detached features alongside SSL."
+    )
+
+
+class ProbeConfig(Section):
+    enabled: bool = Field(True, description="Linear evaluation during and after training.")
+    interval: int = Field(
+        50, ge=0, description="Linear eval every N epochs (0, N, 2N, ... and at the end); 0 = end only."
+    )
+    epochs: int = Field(90, ge=1, description="Linear-eval epochs.")
+    batch_size: int = Field(4096, ge=1, description="Linear-eval train batch.")
+    val_batch_size: int = Field(512, ge=1, description="Linear-eval eval batch.")
+    base_lr: float = Field(0.1, gt=0.0, description="SGD lr, scaled by batch/256.")
+    weight_decay: float = Field(0.0, ge=0.0, description="Linear-eval weight decay.")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="Linear-eval momentum.")
+    knn: bool = Field(True, description="kNN monitor at every SSL validation.")
+    knn_k: int = Field(200, ge=1, description="kNN neighbours.")
+    knn_temperature: float = Field(0.1, gt=0.0, description="kNN weighting temperature.")
+
+
+class LaunchConfig(Section):
+    num_processes: int = Field(1, ge=1, description="Processes (GPUs) per machine.")
+    gpu_ids: str = Field("all", description="GPUs to use: 'all' or a list like '0,1'.")
+    cpu: bool = Field(False, description="Force training on the CPU.")
+    num_machines: int = Field(1, ge=1, description="Machines taking part.")
+    machine_rank: int = Field(0, ge=0, description="This machine's rank (0 = main).")
+    main_process_ip: str = Field("", description="Address of machine 0 (multi-machine).")
+    main_process_port: int = Field(29500, ge=1, le=65535, description="Rendezvous port.")
+    accelerate_config: str = Field("", description="Optional accelerate config file.")
+    output_dir: str = Field("./runs", description="Folder that holds run directories.")
+
+    @model_validator(mode="after")
+    def _machines(self) -> LaunchConfig:
+        if self.machine_rank >= self.num_machines:
+            raise FieldProblem(
+                "launch.machine_rank",
+                f"must be < launch.num_machines = {self.num_machines} (got {self.machine_rank})",
+            )
+        if self.num_machines > 1 and not self.main_process_ip:
+            raise FieldProblem("launch.main_process_ip", "is required when num_machines > 1")
+        return self
+
+
+class Profile(Section):
+    name: str = Field("", description="Profile name; defaults to the file's stem.")
+    description: str = Field("", description="Free text shown in the TUI.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    launch: LaunchConfig = Field(default_factory=LaunchConfig)
+
+    @model_validator(mode="after")
+    def _cross(self) -> Profile:
+        world = self.launch.num_processes * self.launch.num_machines
+        if self.train.batch_size % world:
+            raise FieldProblem(
+                "train.batch_size",
+                f"must divide evenly over {world} processes (got {self.train.batch_size})",
+            )
+        if self.train.batch_size // world < 2:
+            raise FieldProblem(
+                "train.batch_size", f"gives fewer than 2 images per process over {world} processes"
+            )
+        if self.data.dataset.startswith("imagenet") and self.data.augment == "gpu":
+            raise FieldProblem("data.augment", "'gpu' needs a small-image dataset, not ImageNet")
+        return self

@@ -1,0 +1,127 @@
+"""Headless progress for ``sslterm run``: follow events.jsonl with a rich display.
+
+The follower only reads the run directory, so it can be stopped and started
+again at will (``sslterm follow RUN``) without touching the run.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from sslterm.runs.events import EventReader
+from sslterm.runs.launcher import kill_run, request_stop
+from sslterm.runs.store import RunDir
+
+TERMINAL = ("run_finished", "run_stopped", "run_failed")
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def describe(event: dict[str, Any]) -> str | None:
+    """A one-line message for events worth printing above the bar."""
+    kind = event["kind"]
+    if kind == "epoch":
+        extra = f"  online {_fmt(event.get('online_top1'), '.1f')}%" if "online_top1" in event else ""
+        return (f"epoch {event['epoch']:>4}  loss {_fmt(event.get('loss'), '.4f')}  "
+                f"lr {_fmt(event.get('lr'), '.4g')}  {_fmt(event.get('ips'), ',.0f')} img/s  "
+                f"{_fmt(event.get('seconds'), '.1f')} s{extra}")
+    if kind == "val":
+        knn = f"  kNN {_fmt(event.get('knn_top1'), '.2f')}%" if "knn_top1" in event else ""
+        return (f"val   {event['epoch']:>4}  loss {_fmt(event.get('loss'), '.4f')}  "
+                f"top1 {_fmt(event.get('top1'), '.1f')}%  top5 {_fmt(event.get('top5'), '.1f')}%{knn}")
+    if kind == "probe":
+        return (f"probe {event['epoch']:>4}  linear eval  train {_fmt(event.get('train_top1'), '.2f')}%"
+                f"  val {_fmt(event.get('val_top1'), '.2f')}%  test {_fmt(event.get('test_top1'), '.2f')}%")
+    if kind == "checkpoint":
+        return f"checkpoint {event['path']}"
+    if kind == "log":
+        return event.get("message")
+    if kind == "run_failed":
+        return f"[red]failed:[/] {event.get('error')}"
+    if kind == "run_stopped":
+        return f"stopped at epoch {event.get('epoch')}, checkpoint {event.get('checkpoint')}"
+    if kind == "run_finished":
+        return "finished"
+    return None
+
+
+def follow(run: RunDir, console: Console | None = None, poll: float = 0.25) -> int:
+    """Follow until the run ends. Ctrl-C asks for a graceful stop, a second one kills.
+    Returns 0 for finished/stopped, 1 for failed."""
+    console = console or Console()
+    reader = EventReader(run.events)
+    interrupts = 0
+
+    def on_sigint(*_: Any) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        try:
+            if interrupts == 1:
+                console.print("[yellow]stopping: checkpoint, then exit (Ctrl-C again to kill)[/]")
+                request_stop(run)
+            else:
+                console.print("[red]killing the run[/]")
+                kill_run(run)
+        except Exception as exc:  # the run may have ended in between
+            console.print(f"[dim]{exc}[/]")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    columns = (
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task(run.id, total=None, stats="starting")
+            steps_per_epoch, epochs = 1, 1
+            while True:
+                for event in reader.read_new():
+                    kind = event["kind"]
+                    if kind == "run_started":
+                        steps_per_epoch = max(1, event.get("steps_per_epoch") or 1)
+                        epochs = event.get("epochs") or 1
+                        progress.update(task, total=epochs * steps_per_epoch,
+                                        completed=event.get("start_step", 0),
+                                        description=f"{run.id}")
+                        console.print(f"started: {event.get('encoder')} on {event.get('dataset')}, "
+                                      f"{event.get('world_size')} process(es) on "
+                                      f"{', '.join(event.get('devices') or [])}"
+                                      + (" (resumed)" if event.get("resumed") else ""))
+                    elif kind == "step":
+                        progress.update(task, completed=event["step"], stats=(
+                            f"ep {event['epoch'] + 1}/{epochs} loss {_fmt(event.get('loss'), '.4f')} "
+                            f"lr {_fmt(event.get('lr'), '.3g')} {_fmt(event.get('ips'), ',.0f')} img/s"))
+                    message = describe(event)
+                    if message:
+                        console.print(message)
+                    if kind in TERMINAL:
+                        break
+                state, error = run.state()
+                if state in ("finished", "stopped", "failed"):
+                    for event in reader.read_new():
+                        message = describe(event)
+                        if message:
+                            console.print(message)
+                    if state == "failed":
+                        console.print(f"[red]run {run.id} failed:[/] {error}")
+                        return 1
+                    console.print(f"run {run.id} {state}: {run.path}")
+                    return 0
+                time.sleep(poll)
+    finally:
+        signal.signal(signal.SIGINT, previous)

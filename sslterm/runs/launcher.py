@@ -1,0 +1,170 @@
+"""Start, stop, kill, resume and delete runs. Never imports torch.
+
+A run is started as ``python -m sslterm.runs.supervise RUN_DIR -- accelerate
+launch ... -m sslterm.train RUN_DIR`` in a new session, stdin from /dev/null,
+output to ``stdout.log``: it outlives the TUI and the SSH connection that
+started it. Arguments go to ``subprocess`` as a list; no value from a profile
+ever reaches a shell.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from sslterm.errors import UserError
+from sslterm.profile.load import load_profile, resolved_toml
+from sslterm.profile.schema import Profile
+from sslterm.runs.store import ACTIVE, RunDir, atomic_write_text, new_run_dir, utc_now
+
+
+def _cuda_visible() -> bool:
+    """Whether a GPU can be used, decided without importing torch."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return False
+    return any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def accelerate_command(profile: Profile, run_dir: Path) -> list[str]:
+    """The ``accelerate launch`` argument list for this machine of the run."""
+    la, world = profile.launch, profile.launch.num_processes * profile.launch.num_machines
+    cpu = la.cpu or not _cuda_visible()
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    if la.accelerate_config:
+        cmd += ["--config_file", la.accelerate_config]
+    cmd += [
+        "--num_processes", str(world),
+        "--num_machines", str(la.num_machines),
+        "--mixed_precision", profile.train.precision,
+        "--dynamo_backend", "no",
+    ]
+    if world > 1:
+        cmd.append("--multi_gpu")
+        port = la.main_process_port if la.num_machines > 1 else free_port()
+        cmd += ["--main_process_port", str(port)]
+    if la.num_machines > 1:
+        cmd += ["--machine_rank", str(la.machine_rank), "--main_process_ip", la.main_process_ip,
+                "--same_network"]
+    if cpu:
+        cmd.append("--cpu")
+    elif la.gpu_ids != "all":
+        cmd += ["--gpu_ids", la.gpu_ids]
+    cmd += ["-m", "sslterm.train", str(run_dir)]
+    return cmd
+
+
+def check_profile_environment(profile: Profile) -> None:
+    """Checks that need the data paths or timm (slow imports); run before a run dir exists."""
+    from sslterm.data.registry import check_data
+
+    check_data(profile.data)
+    from sslterm.models.encoder import check_encoder_name
+
+    check_encoder_name(profile.model.encoder)
+
+
+def _spawn(run: RunDir, profile: Profile) -> None:
+    cmd = [sys.executable, "-m", "sslterm.runs.supervise", str(run.path), "--",
+           *accelerate_command(profile, run.path)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if profile.launch.cpu or not _cuda_visible():
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(
+            1, profile.launch.num_processes))))
+    with open(run.stdout, "ab") as log:
+        subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, env=env, cwd=os.getcwd(), close_fds=True,
+        )
+
+
+def create_run(profile: Profile, output_dir: str | None = None) -> RunDir:
+    run = new_run_dir(output_dir or profile.launch.output_dir, profile.name)
+    atomic_write_text(run.profile, resolved_toml(profile))
+    run.update_status(state="queued", run_id=run.id, profile=profile.name, created=utc_now(),
+                      host=socket.gethostname())
+    return run
+
+
+def start_run(
+    profile_path: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    output_dir: str | None = None,
+    check: bool = True,
+) -> RunDir:
+    """Validate, create the run directory and start the run; returns at once."""
+    profile = load_profile(profile_path, overrides)
+    if output_dir:
+        profile.launch.output_dir = output_dir
+    if check:
+        check_profile_environment(profile)
+    run = create_run(profile)
+    _spawn(run, profile)
+    return run
+
+
+def wait_started(run: RunDir, timeout: float = 30.0) -> None:
+    """Wait until the supervisor holds the lock (or the run already ended)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if run.is_locked() or run.read_status().get("state") not in ("queued", None):
+            return
+        time.sleep(0.05)
+
+
+def request_stop(run: RunDir) -> None:
+    state, _ = run.state()
+    if state not in ACTIVE:
+        raise UserError(f"run {run.id} is not running ({state})")
+    run.stop_file.touch()
+    run.update_status(state="stopping")
+
+
+def kill_run(run: RunDir, sig: int = signal.SIGKILL) -> None:
+    """Signal the run's whole process group (supervisor, accelerate, every rank)."""
+    status = run.read_status()
+    state, _ = run.state()
+    if state not in ACTIVE or not status.get("pgid"):
+        raise UserError(f"run {run.id} is not running ({state})")
+    if sig == signal.SIGKILL:
+        run.update_status(state="failed", error="killed by the user", ended=utc_now())
+    try:
+        os.killpg(status["pgid"], sig)
+    except ProcessLookupError:
+        pass
+
+
+def resume_run(run: RunDir, overrides: Sequence[str] = ()) -> RunDir:
+    """Start the same run directory again; the trainer continues from its newest
+    complete checkpoint (or from the start if it has none)."""
+    if run.is_locked():
+        raise UserError(f"run {run.id} is already running (pid {run.read_status().get('pid')})")
+    state, _ = run.state()
+    if state == "finished":
+        raise UserError(f"run {run.id} has finished; start a new run to train further")
+    profile = load_profile(run.profile, overrides)
+    if overrides:
+        atomic_write_text(run.profile, resolved_toml(profile))
+    run.update_status(state="queued", error=None, exit_code=None, ended=None)
+    _spawn(run, profile)
+    return run
+
+
+def delete_run(run: RunDir) -> None:
+    state, _ = run.state()
+    if state in ACTIVE or run.is_locked():
+        raise UserError(f"run {run.id} is running; stop it before deleting")
+    shutil.rmtree(run.path)

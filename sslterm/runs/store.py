@@ -1,0 +1,188 @@
+"""Run directories: the one contract between the trainer and everything that watches it.
+
+Layout (see docs/events.md)::
+
+    runs/<run-id>/profile.toml  status.json  events.jsonl  stdout.log
+                  checkpoints/  results.json  features/  STOP  .lock
+
+``status.json`` is replaced atomically (temp file + ``os.replace``), so a
+reader never sees half of it. Liveness is decided by the run's lock file: the
+supervisor holds an exclusive ``flock`` on ``.lock`` for as long as the run
+lives, so a SIGKILLed run is never reported as running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sslterm.errors import UserError
+
+STATES = ("queued", "running", "stopping", "finished", "failed", "stopped")
+ACTIVE = ("running", "stopping")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file in the same folder, fsync, then rename over the target."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def profile(self) -> Path:
+        return self.path / "profile.toml"
+
+    @property
+    def status_file(self) -> Path:
+        return self.path / "status.json"
+
+    @property
+    def events(self) -> Path:
+        return self.path / "events.jsonl"
+
+    @property
+    def stdout(self) -> Path:
+        return self.path / "stdout.log"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def results(self) -> Path:
+        return self.path / "results.json"
+
+    @property
+    def features(self) -> Path:
+        return self.path / "features"
+
+    @property
+    def stop_file(self) -> Path:
+        return self.path / "STOP"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / ".lock"
+
+    # -- status -----------------------------------------------------------------
+    def read_status(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.status_file.read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def update_status(self, **fields: Any) -> dict[str, Any]:
+        status = self.read_status()
+        status.update(fields)
+        atomic_write_text(self.status_file, json.dumps(status, indent=2) + "\n")
+        return status
+
+    def is_locked(self) -> bool:
+        """True while some process holds the run's lock (the run is alive on this host)."""
+        try:
+            fd = os.open(self.lock_file, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def state(self) -> tuple[str, str]:
+        """The truthful state and error summary: a run whose process died is 'failed'."""
+        status = self.read_status()
+        state = status.get("state", "queued")
+        error = status.get("error") or ""
+        if state in ACTIVE and status.get("host") == socket.gethostname() and not self.is_locked():
+            return "failed", error or f"trainer process {status.get('pid')} died without finishing"
+        return state, error
+
+
+def hold_lock(run: RunDir) -> int:
+    """Take the run's exclusive lock or raise: two trainers never run one directory."""
+    fd = os.open(run.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        pid = run.read_status().get("pid")
+        raise UserError(f"run {run.id} is already running (pid {pid})") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
+
+
+def new_run_dir(output_dir: Path | str, name: str) -> RunDir:
+    """Create ``<name>-<UTC timestamp>[-n]``; ``mkdir`` is atomic, so runs started
+    in the same second still get distinct directories."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    base = f"{name}-{stamp}"
+    for n in range(1000):
+        path = out / (base if n == 0 else f"{base}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return RunDir(path)
+    raise UserError(f"{out}: could not create a run directory for {name}")
+
+
+def iter_runs(output_dir: Path | str) -> Iterator[RunDir]:
+    out = Path(output_dir)
+    if not out.is_dir():
+        return
+    for path in sorted(out.iterdir()):
+        if path.is_dir() and (path / "status.json").exists():
+            yield RunDir(path)
+
+
+def find_run(ref: str, output_dir: Path | str) -> RunDir:
+    """A run by path, by id under output_dir, or by a unique id prefix."""
+    path = Path(ref)
+    if (path / "status.json").exists():
+        return RunDir(path)
+    runs = [r for r in iter_runs(output_dir) if r.id == ref]
+    if not runs:
+        runs = [r for r in iter_runs(output_dir) if r.id.startswith(ref)]
+    if len(runs) == 1:
+        return runs[0]
+    if not runs:
+        raise UserError(f"no run {ref!r} under {output_dir}")
+    raise UserError(f"run {ref!r} is ambiguous: {', '.join(r.id for r in runs[:5])}")

@@ -1,0 +1,11 @@
+"""``accelerate launch -m sslterm.train RUN_DIR``: one training process of a run."""
+
+import sys
+
+from sslterm.train.engine import run_training
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print("usage: accelerate launch -m sslterm.train RUN_DIR", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(run_training(sys.argv[1]))

@@ -1,0 +1,623 @@
+"""The training engine: one Accelerate process of a run, driven by the frozen profile.
+
+Every process runs this; only the global main process writes events, status
+and checkpoint metadata. Control (stop requests, SIGTERM) is decided on all
+ranks together at log intervals, so the hot loop has no host-device sync
+except the one loss read every ``train.log_every`` steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from sslterm.data.augment import BatchAugment, normalize
+from sslterm.data.registry import Splits, build_splits
+from sslterm.data.sampler import ShardedBatches
+from sslterm.data.transforms import TwoViews, eval_transform, simclr_view
+from sslterm.errors import UserError
+from sslterm.eval.features import extract_features
+from sslterm.eval.knn import knn_accuracy
+from sslterm.eval.linear import train_linear_probe
+from sslterm.methods.registry import get_method
+from sslterm.models import create_encoder, projector
+from sslterm.profile.load import load_profile
+from sslterm.profile.schema import Profile
+from sslterm.runs import checkpoints as ckpt
+from sslterm.runs.events import EventWriter, truncate_after_checkpoint
+from sslterm.runs.store import RunDir, atomic_write_text
+from sslterm.train.optim import build_optimizer, lr_at, param_groups, scaled_lr
+
+
+class StopRun(Exception):
+    """Raised on every rank when a graceful stop was agreed."""
+
+
+class TrainingError(Exception):
+    """A run-ending problem that is not a bug (non-finite loss, bad resume)."""
+
+
+@dataclass
+class Position:
+    epoch: int = 0  # epoch in progress
+    step_in_epoch: int = 0  # optimizer steps done in that epoch
+    global_step: int = 0
+
+
+@dataclass
+class History:
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    val: list[dict[str, Any]] = field(default_factory=list)
+    probes: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _TwoViewDataset(torch.utils.data.Dataset):
+    def __init__(self, base: torch.utils.data.Dataset, views: TwoViews) -> None:
+        self.base, self.views = base, views
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        img, label = self.base[i]
+        v1, v2 = self.views(img)
+        return v1, v2, label
+
+
+class _EpochBatches:
+    """A batch sampler whose batches are swapped in each epoch (persistent workers keep running)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def __iter__(self):  # noqa: ANN204
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def shard(n: int, rank: int, world: int) -> torch.Tensor:
+    """Contiguous, equal-length index shards (the last padded by repeating) for eval."""
+    per = math.ceil(n / world)
+    idx = torch.arange(rank * per, (rank + 1) * per)
+    return idx.clamp_(max=n - 1)
+
+
+class Trainer:
+    def __init__(self, run: RunDir, profile: Profile) -> None:
+        self.run, self.p = run, profile
+        t = profile.train
+        self.acc = Accelerator(
+            mixed_precision=t.precision,
+            gradient_accumulation_steps=t.accumulate,
+            cpu=profile.launch.cpu,
+        )
+        self.main = self.acc.is_main_process
+        self.rank, self.world = self.acc.process_index, self.acc.num_processes
+        self.events = EventWriter(run.path) if self.main else None
+        self.stop_requested = False
+        self.history = History()
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    # -- plumbing ----------------------------------------------------------------
+    def _on_sigterm(self, *_: Any) -> None:
+        self.stop_requested = True
+
+    def emit(self, kind: str, **fields: Any) -> None:
+        if self.events is not None:
+            self.events.emit(kind, **fields)
+
+    def log(self, message: str, level: str = "info") -> None:
+        self.emit("log", level=level, message=message)
+        if self.main:
+            print(f"[sslterm] {message}", flush=True)
+
+    # -- setup ---------------------------------------------------------------------
+    def setup(self) -> None:
+        p, t = self.p, self.p.train
+        set_seed(t.seed)
+        self.splits: Splits = build_splits(p.data, t.seed)
+        info = self.splits.info
+        self.size = p.data.image_size or info.image_size
+        encoder, self.feature_dim, self.small_stem = create_encoder(
+            p.model.encoder, image_size=self.size, small_stem=p.model.small_stem,
+            pretrained=p.model.pretrained,
+        )
+        head = projector(p.model.projector, self.feature_dim, p.model.projector_hidden_dim,
+                         p.model.projector_dim)
+        method = get_method(p.model.method)
+        model = method(encoder, self.feature_dim, head, p.model.temperature,
+                       num_classes=info.num_classes if t.online_probe else 0)
+        if p.model.sync_batchnorm and self.world > 1:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.device = self.acc.device
+        self.memory_format = (
+            torch.channels_last if t.channels_last and self.device.type == "cuda"
+            else torch.contiguous_format
+        )
+        model = model.to(self.device, memory_format=self.memory_format)
+        if t.compile:
+            model.encoder = torch.compile(model.encoder)
+
+        self.per_rank = t.batch_size // self.world
+        self.batched = p.data.augment == "gpu" or (
+            p.data.augment == "auto" and info.small and p.data.cache
+        )
+        n_train = len(self.splits.train)
+        if n_train < t.batch_size:
+            raise UserError(
+                f"train.batch_size {t.batch_size} is larger than the {n_train} training images"
+            )
+        self.sampler = ShardedBatches(n_train, self.per_rank, self.rank, self.world, t.seed)
+        micro = len(self.sampler) - len(self.sampler) % t.accumulate
+        self.steps_per_epoch = micro // t.accumulate
+        if t.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, t.max_steps_per_epoch)
+        self.total_steps = self.steps_per_epoch * t.epochs
+        self.warmup_steps = round(t.warmup_epochs * self.steps_per_epoch)
+        self.peak_lr = scaled_lr(t.base_lr, t.batch_size * t.accumulate, t.lr_scaling)
+        self.probe_lr_scale = 1.0
+
+        opt = build_optimizer(
+            t.optimizer, param_groups(model, t.weight_decay), self.peak_lr,
+            momentum=t.momentum, weight_decay=t.weight_decay,
+            trust_coefficient=t.lars_trust_coefficient, betas=t.betas,
+            fused=self.device.type == "cuda",
+        )
+        self.model, self.opt = self.acc.prepare(model, opt)
+        self._setup_data()
+
+    def _setup_data(self) -> None:
+        info, a = self.splits.info, self.p.augment
+        if self.batched:
+            tensors = self.splits.tensors("train")
+            keep_on_device = self.device.type == "cuda" or self.p.data.augment == "gpu"
+            dev = self.device if keep_on_device else torch.device("cpu")
+            self.train_images = tensors.images.to(dev)
+            self.train_labels = tensors.labels.to(dev)
+            self.augment = BatchAugment(a, self.size, info.mean, info.std).to(self.device)
+            self.generator = torch.Generator(device=self.device)
+            self.generator.manual_seed(self.p.train.seed * 1000 + self.rank)
+        else:
+            self.batch_source = _EpochBatches()
+            views = TwoViews(simclr_view(a, self.size, info.mean, info.std))
+            workers = self.p.data.num_workers
+            self.loader = torch.utils.data.DataLoader(
+                _TwoViewDataset(self.splits.train, views),
+                batch_sampler=self.batch_source,
+                num_workers=workers,
+                persistent_workers=workers > 0,
+                pin_memory=self.device.type == "cuda",
+            )
+
+    # -- batches ---------------------------------------------------------------------
+    def epoch_batches(self, epoch: int, skip: int):  # noqa: ANN201 - generator of tensors
+        t = self.p.train
+        batches = self.sampler.epoch(epoch)
+        batches = batches[: self.steps_per_epoch * t.accumulate][skip * t.accumulate :]
+        if self.batched:
+            for idx in batches:
+                idx = idx.to(self.train_images.device, non_blocking=True)
+                imgs = self.train_images[idx].to(self.device, non_blocking=True)
+                x1, x2 = self.augment(imgs, generator=self.generator)
+                yield x1, x2, self.train_labels[idx].to(self.device, non_blocking=True)
+        else:
+            self.batch_source.batches = [b.tolist() for b in batches]
+            for x1, x2, y in self.loader:
+                yield (x1.to(self.device, non_blocking=True), x2.to(self.device, non_blocking=True),
+                       y.to(self.device, non_blocking=True))
+
+    def eval_batches(self, split: str, indices: torch.Tensor):  # noqa: ANN201
+        bs = self.p.train.predict_batch_size
+        info = self.splits.info
+        if self.batched:
+            data = self.splits.tensors(split)
+            for chunk in indices.split(bs):
+                yield normalize(data.images[chunk].to(self.device), info.mean, info.std), data.labels[chunk]
+        else:
+            base = getattr(self.splits, split)
+            resize = None if info.small else int(self.size * 256 / 224)
+            tf = eval_transform(self.size, info.mean, info.std, resize=resize)
+            ds = torch.utils.data.Subset(_Transformed(base, tf), indices.tolist())
+            loader = torch.utils.data.DataLoader(ds, batch_size=bs, num_workers=self.p.data.num_workers)
+            yield from loader
+
+    def features(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frozen-encoder features of un-augmented images, sharded over ranks, gathered."""
+        n = len(getattr(self.splits, split))
+        idx = shard(n, self.rank, self.world)
+        encoder = self.acc.unwrap_model(self.model).encoder
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.p.train.precision)
+        feats, labels = extract_features(
+            encoder, self.eval_batches(split, idx), self.device,
+            channels_last=self.memory_format == torch.channels_last, autocast_dtype=dtype,
+        )
+        if self.world > 1:
+            feats = self.acc.gather(feats.to(self.device)).cpu()
+            labels = self.acc.gather(labels.to(self.device)).cpu()
+        return feats[:n], labels[:n]
+
+    # -- checkpoints ---------------------------------------------------------------
+    def save_checkpoint(self, pos: Position, complete_epoch: bool) -> str:
+        start = time.time()
+        name = ckpt.checkpoint_name(pos.global_step)
+        tmp = self.run.checkpoints / f"{ckpt.TMP_PREFIX}{name}"
+        if self.main:
+            self.run.checkpoints.mkdir(exist_ok=True)
+        self.acc.wait_for_everyone()
+        self.acc.save_state(str(tmp), safe_serialization=True)
+        self.acc.wait_for_everyone()
+        if self.main:
+            state = {
+                "epoch": pos.epoch, "step_in_epoch": pos.step_in_epoch,
+                "global_step": pos.global_step, "world_size": self.world,
+                "complete_epoch": complete_epoch, "time": time.time(),
+            }
+            ckpt.commit(tmp, self.run.checkpoints / name, state)
+            ckpt.prune(self.run.checkpoints, self.p.train.keep_checkpoints)
+            self.emit("checkpoint", epoch=pos.epoch, step=pos.global_step,
+                      path=f"checkpoints/{name}", complete_epoch=complete_epoch,
+                      seconds=round(time.time() - start, 3))
+        self.acc.wait_for_everyone()
+        return f"checkpoints/{name}"
+
+    def maybe_resume(self) -> tuple[Position, bool]:
+        found = ckpt.newest_checkpoint(self.run.checkpoints)
+        if self.main:
+            ckpt.remove_partial(self.run.checkpoints)
+        if found is None:
+            if self.main:
+                truncate_after_checkpoint(self.run.path, None)
+            return Position(), False
+        path, state = found
+        if state.get("world_size") != self.world:
+            raise TrainingError(
+                f"checkpoint {path.name} was taken with {state.get('world_size')} processes; "
+                f"resume with {state.get('world_size')} (launch.num_processes x num_machines), "
+                f"not {self.world}"
+            )
+        self.acc.wait_for_everyone()
+        self.acc.load_state(str(path))
+        if self.main:
+            truncate_after_checkpoint(self.run.path, path.name)
+        pos = Position(state["epoch"], state["step_in_epoch"], state["global_step"])
+        if pos.step_in_epoch >= self.steps_per_epoch:
+            pos = Position(pos.epoch + 1, 0, pos.global_step)
+        self.load_history()
+        return pos, True
+
+    def load_history(self) -> None:
+        from sslterm.runs.events import read_events
+
+        for e in read_events(self.run.path):
+            kind = e["kind"]
+            if kind == "epoch":
+                self.history.epochs.append(e)
+            elif kind == "val":
+                self.history.val.append(e)
+            elif kind == "probe":
+                self.history.probes.append(e)
+
+    # -- control ---------------------------------------------------------------------
+    def agree_to_stop(self) -> bool:
+        if self.main and self.run.stop_file.exists():
+            self.stop_requested = True
+        if self.stop_requested:
+            self.acc.set_trigger()
+        return self.acc.check_trigger()
+
+    # -- the loop --------------------------------------------------------------------
+    def fit(self) -> None:
+        p, t = self.p, self.p.train
+        self.setup()
+        pos, resumed = self.maybe_resume()
+        self.emit(
+            "run_started", run_id=self.run.id, profile=p.name, dataset=p.data.dataset,
+            encoder=p.model.encoder, world_size=self.world, num_machines=p.launch.num_machines,
+            devices=device_names(self.device), epochs=t.epochs,
+            steps_per_epoch=self.steps_per_epoch, global_batch=t.batch_size,
+            peak_lr=self.peak_lr, precision=t.precision,
+            augment="gpu" if self.batched and self.device.type == "cuda" else
+            ("batched-cpu" if self.batched else "cpu"),
+            small_stem=self.small_stem, start_epoch=pos.epoch, start_step=pos.global_step,
+            resumed=resumed, host=socket.gethostname(), pid=os.getpid(),
+        )
+        self.log(
+            f"{p.model.encoder} on {p.data.dataset}: {len(self.splits.train)} train / "
+            f"{len(self.splits.val)} val / {len(self.splits.test)} test images, "
+            f"{self.world} process(es), {self.steps_per_epoch} steps/epoch"
+        )
+        try:
+            for epoch in range(pos.epoch, t.epochs):
+                self.train_epoch(epoch, pos)
+                self.after_epoch(epoch, pos)
+                pos.epoch, pos.step_in_epoch = epoch + 1, 0
+        except StopRun:
+            path = self.save_checkpoint(pos, complete_epoch=False)
+            self.emit("run_stopped", epoch=pos.epoch, step=pos.global_step, checkpoint=path)
+            self.log(f"stopped at epoch {pos.epoch} step {pos.global_step}; resume continues here")
+            return
+        results = self.finish(pos)
+        self.emit("run_finished", epoch=t.epochs - 1, step=pos.global_step, results=results)
+
+    def train_epoch(self, epoch: int, pos: Position) -> None:
+        t = self.p.train
+        self.model.train()
+        start, images = time.time(), 0
+        tick, tick_images = time.time(), 0
+        loss_sum = torch.zeros((), device=self.device)
+        probe_correct = torch.zeros((), device=self.device, dtype=torch.long)
+        micro_done = 0
+        for x1, x2, y in self.epoch_batches(epoch, pos.step_in_epoch):
+            x1 = x1.contiguous(memory_format=self.memory_format)
+            x2 = x2.contiguous(memory_format=self.memory_format)
+            with self.acc.accumulate(self.model):
+                with self.acc.autocast():
+                    out = self.model(x1, x2, y if t.online_probe else None)
+                self.acc.backward(out["loss"])
+                if self.acc.sync_gradients:
+                    lr = lr_at(pos.global_step, self.total_steps, self.warmup_steps,
+                               self.peak_lr, t.min_lr_ratio)
+                    for group in self.opt.param_groups:
+                        group["lr"] = lr
+                self.opt.step()
+                self.opt.zero_grad(set_to_none=True)
+            loss_sum += out["ssl_loss"].detach()
+            if "probe_correct" in out:
+                probe_correct += out["probe_correct"]
+            micro_done += 1
+            images += t.batch_size
+            tick_images += t.batch_size
+            if not self.acc.sync_gradients:
+                continue
+            pos.global_step += 1
+            pos.step_in_epoch += 1
+            if pos.global_step % t.log_every == 0 or pos.step_in_epoch == self.steps_per_epoch:
+                loss = self.acc.reduce(out["ssl_loss"].detach(), "mean").item()
+                if not math.isfinite(loss):
+                    raise TrainingError(
+                        f"loss became {loss} at epoch {epoch} step {pos.global_step}; "
+                        "the last good checkpoint is kept (try a lower train.base_lr)"
+                    )
+                now = time.time()
+                self.emit("step", epoch=epoch, step=pos.global_step, loss=loss, lr=lr,
+                          ips=round(tick_images / max(now - tick, 1e-9), 1))
+                tick, tick_images = now, 0
+                if self.agree_to_stop():
+                    raise StopRun
+        seconds = time.time() - start
+        mean_loss = self.acc.reduce(loss_sum / max(micro_done, 1), "mean").item()
+        if not math.isfinite(mean_loss):
+            raise TrainingError(f"loss became {mean_loss} in epoch {epoch}; last good checkpoint kept")
+        record = dict(epoch=epoch, step=pos.global_step, loss=mean_loss,
+                      lr=self.opt.param_groups[0]["lr"], ips=round(images / max(seconds, 1e-9), 1),
+                      seconds=round(seconds, 3))
+        if t.online_probe and micro_done:
+            correct = self.acc.reduce(probe_correct, "sum").item()
+            record["online_top1"] = round(100.0 * correct / (micro_done * t.batch_size), 3)
+        self.history.epochs.append(record)
+        self.emit("epoch", **record)
+
+    def after_epoch(self, epoch: int, pos: Position) -> None:
+        t, pr = self.p.train, self.p.probe
+        last = epoch == t.epochs - 1
+        if t.val_interval and ((epoch + 1) % t.val_interval == 0 or last):
+            self.validate(epoch, pos)
+        if pr.enabled and (last or (pr.interval and epoch % pr.interval == 0)):
+            self.linear_probe(epoch, pos)
+        if (t.checkpoint_interval and (epoch + 1) % t.checkpoint_interval == 0) or last:
+            self.save_checkpoint(Position(epoch + 1, 0, pos.global_step), complete_epoch=True)
+        if self.agree_to_stop():
+            pos.epoch, pos.step_in_epoch = epoch + 1, 0
+            raise StopRun
+
+    @torch.no_grad()
+    def validate(self, epoch: int, pos: Position) -> None:
+        """SSL loss and contrastive top-1/5 on the held-out split, kNN on frozen features."""
+        if len(self.splits.val) == 0:
+            return
+        model = self.acc.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        info = self.splits.info
+        n = len(self.splits.val)
+        idx = shard(n, self.rank, self.world)
+        bs = min(self.per_rank, len(idx))
+        totals = torch.zeros(4, device=self.device)
+        gen = torch.Generator(device=self.device).manual_seed(self.p.train.seed + 7)
+        if self.batched:
+            data = self.splits.tensors("val")
+            for chunk in idx.split(bs):
+                if len(chunk) < 2:
+                    continue
+                x1, x2 = self.augment(data.images[chunk].to(self.device), generator=gen)
+                with self.acc.autocast():
+                    out = _local_loss(model, x1, x2)
+                m = type(model).metrics(out)
+                totals += torch.stack([out["ssl_loss"].float() * len(chunk), m["top1"] * len(chunk),
+                                       m["top5"] * len(chunk), torch.tensor(float(len(chunk)), device=self.device)])
+        totals = self.acc.reduce(totals, "sum")
+        record: dict[str, Any] = {"epoch": epoch, "step": pos.global_step}
+        if totals[3] > 0:
+            record.update(loss=(totals[0] / totals[3]).item(), top1=(totals[1] / totals[3]).item(),
+                          top5=(totals[2] / totals[3]).item())
+        if self.p.probe.knn:
+            train_f, train_y = self.features("train")
+            val_f, val_y = self.features("val")
+            if self.main:
+                acc = knn_accuracy(train_f, train_y, val_f, info.num_classes,
+                                   k=self.p.probe.knn_k, temperature=self.p.probe.knn_temperature,
+                                   query_labels=val_y)
+                record.update(knn_top1=acc["top1"], knn_top5=acc["top5"])
+        model.train(was_training)
+        self.history.val.append(record)
+        self.emit("val", **record)
+
+    def linear_probe(self, epoch: int, pos: Position) -> dict[str, Any] | None:
+        """Offline linear evaluation on frozen features (original protocol)."""
+        start = time.time()
+        pr = self.p.probe
+        feats = {s: self.features(s) for s in ("train", "val", "test") if len(getattr(self.splits, s))}
+        record = None
+        if self.main:
+            result = train_linear_probe(
+                feats["train"], self.splits.info.num_classes, epochs=pr.epochs,
+                batch_size=pr.batch_size, base_lr=pr.base_lr, weight_decay=pr.weight_decay,
+                momentum=pr.momentum, seed=self.p.train.seed,
+                evaluate={k: v for k, v in feats.items() if k != "train"},
+                device=self.device, eval_batch_size=pr.val_batch_size,
+            )
+            record = {"epoch": epoch, "step": pos.global_step, "protocol": "linear"}
+            for split, metrics in result.metrics.items():
+                for name, value in metrics.items():
+                    record[f"{split}_{name}"] = value
+            record["seconds"] = round(time.time() - start, 3)
+            self.history.probes.append(record)
+            self.emit("probe", **record)
+        self.acc.wait_for_everyone()
+        return record
+
+    def finish(self, pos: Position) -> dict[str, Any]:
+        results: dict[str, Any] = {}
+        if self.main:
+            results = build_results(self.p, self.history, self.run)
+            atomic_write_text(self.run.results, json.dumps(results, indent=2) + "\n")
+        return results
+
+
+class _Transformed(torch.utils.data.Dataset):
+    def __init__(self, base: torch.utils.data.Dataset, tf: Any) -> None:
+        self.base, self.tf = base, tf
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img, label = self.base[i]
+        return self.tf(img), label
+
+
+def _local_loss(model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Validation loss with local negatives only (no collectives inside a no-grad eval)."""
+    from sslterm.methods.losses import nt_xent
+
+    b = x1.shape[0]
+    z = model.projector(model.encoder(torch.cat([x1, x2])))
+    loss, logits, positive = nt_xent(z[:b], z[b:], model.temperature)
+    return {"ssl_loss": loss, "logits": logits, "positive": positive}
+
+
+def device_names(device: torch.device) -> list[str]:
+    if device.type == "cuda":
+        return [torch.cuda.get_device_name(device)]
+    return [f"cpu ({os.cpu_count()} cores)"]
+
+
+def _final(records: list[dict[str, Any]], key: str) -> Any:
+    for r in reversed(records):
+        if r.get(key) is not None:
+            return r[key]
+    return None
+
+
+def build_results(p: Profile, h: History, run: RunDir) -> dict[str, Any]:
+    """Final numbers, each named by protocol; the last value, never the best one."""
+    newest = ckpt.newest_checkpoint(run.checkpoints)
+    final_probe = h.probes[-1] if h.probes else None
+    results: dict[str, Any] = {
+        "run_id": run.id,
+        "profile": p.name,
+        "dataset": p.data.dataset,
+        "encoder": p.model.encoder,
+        "epochs": p.train.epochs,
+        "checkpoint": f"checkpoints/{newest[0].name}" if newest else None,
+        "final": {
+            "ssl_train_loss": _final(h.epochs, "loss"),
+            "ssl_val_loss": _final(h.val, "loss"),
+            "contrastive_val_top1": _final(h.val, "top1"),
+            "contrastive_val_top5": _final(h.val, "top5"),
+        },
+        "history": {
+            "epochs": [{k: e.get(k) for k in ("epoch", "loss", "lr", "ips", "seconds", "online_top1")}
+                       for e in h.epochs],
+            "val": [{k: v for k, v in e.items() if k not in ("v", "kind", "t")} for e in h.val],
+            "linear_eval": [{k: v for k, v in e.items() if k not in ("v", "kind", "t")}
+                            for e in h.probes],
+        },
+    }
+    if final_probe:
+        results["final"]["linear_eval"] = {
+            "protocol": "offline linear eval: frozen encoder, eval mode, un-augmented images",
+            "epoch": final_probe["epoch"],
+            **{k: final_probe[k] for k in final_probe if k.endswith(("_top1", "_top5"))},
+        }
+    if h.val and _final(h.val, "knn_top1") is not None:
+        results["final"]["knn"] = {
+            "protocol": f"weighted kNN (k={p.probe.knn_k}, T={p.probe.knn_temperature}) "
+            "on the held-out split",
+            "val_top1": _final(h.val, "knn_top1"),
+            "val_top5": _final(h.val, "knn_top5"),
+        }
+    if p.train.online_probe and h.epochs:
+        results["final"]["online_probe"] = {
+            "protocol": "online linear probe on detached features of augmented training views",
+            "train_top1": _final(h.epochs, "online_top1"),
+        }
+    return _no_nan(results)
+
+
+def _no_nan(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return value
+
+
+def write_rank_error(run: RunDir, rank: int, exc: BaseException) -> dict[str, str]:
+    summary = (
+        str(exc) if isinstance(exc, (UserError, TrainingError))
+        else f"{type(exc).__name__}: {exc}"
+    )
+    record = {"rank": rank, "error": summary.splitlines()[0] if summary else type(exc).__name__,
+              "traceback": "".join(traceback.format_exception(exc))[-4000:]}
+    atomic_write_text(run.path / f"error-rank{rank}.json", json.dumps(record, indent=2))
+    return record
+
+
+def run_training(run_dir: str) -> int:
+    run = RunDir(Path(run_dir))
+    profile = load_profile(run.profile)
+    trainer = None
+    try:
+        trainer = Trainer(run, profile)
+        trainer.fit()
+        return 0
+    except BaseException as exc:  # every failure is recorded before the process ends
+        rank = trainer.rank if trainer else int(os.environ.get("RANK", 0))
+        record = write_rank_error(run, rank, exc)
+        if trainer is not None and trainer.main:
+            trainer.emit("run_failed", error=record["error"], traceback=record["traceback"],
+                         rank=rank)
+        print(f"[sslterm] rank {rank} failed: {record['error']}", flush=True)
+        if not isinstance(exc, (UserError, TrainingError, KeyboardInterrupt)):
+            traceback.print_exc()
+        return 1
+    finally:
+        if trainer is not None and trainer.events is not None:
+            trainer.events.close()

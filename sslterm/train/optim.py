@@ -1,0 +1,142 @@
+"""Optimizers and the learning-rate schedule, as small pure pieces.
+
+LARS follows You et al. (2017) as used by SimCLR: per-tensor trust ratio
+``eta * ||w|| / (||g|| + wd * ||w||)``, with biases and normalisation
+parameters (1-D tensors) excluded from both weight decay and adaptation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum and layer-wise adaptive rate scaling.
+
+    Param groups with ``lars_exclude=True`` get plain SGD with momentum and no
+    weight decay.
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        trust_coefficient: float = 1e-3,
+        eps: float = 1e-8,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            trust_coefficient=trust_coefficient,
+            eps=eps,
+            lars_exclude=False,
+        )
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ANN001, ANN201 - torch's signature
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                update = lars_update(
+                    p, p.grad, group["weight_decay"], group["trust_coefficient"], group["eps"],
+                    group["lars_exclude"],
+                )
+                state = self.state[p]
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    buf = state["momentum_buffer"] = torch.clone(update).detach()
+                else:
+                    buf.mul_(group["momentum"]).add_(update)
+                p.add_(buf, alpha=-group["lr"])
+        return loss
+
+
+def lars_update(
+    p: Tensor, grad: Tensor, weight_decay: float, trust: float, eps: float, exclude: bool
+) -> Tensor:
+    """The LARS direction for one tensor, before momentum and lr."""
+    if exclude or p.ndim <= 1:
+        return grad
+    update = grad.add(p, alpha=weight_decay)
+    w_norm, u_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(update)
+    ratio = torch.where(
+        (w_norm > 0) & (u_norm > 0), trust * w_norm / (u_norm + eps), torch.ones_like(w_norm)
+    )
+    return update * ratio
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weights get decay; biases/norm parameters (1-D) and the online probe do not."""
+    decay, no_decay, probe = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.startswith("online_probe."):
+            probe.append(p)
+        elif p.ndim <= 1:
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay, "name": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True, "name": "no_decay"},
+    ]
+    if probe:
+        groups.append({"params": probe, "weight_decay": 0.0, "lars_exclude": True, "name": "probe"})
+    return [g for g in groups if g["params"]]
+
+
+def scaled_lr(base_lr: float, batch: int, scaling: str) -> float:
+    if scaling == "sqrt":
+        return base_lr * math.sqrt(batch)
+    if scaling == "linear":
+        return base_lr * batch / 256
+    return base_lr
+
+
+def lr_at(step: int, total: int, warmup: int, peak: float, min_ratio: float = 0.0) -> float:
+    """Linear warmup from ~0 to ``peak`` over ``warmup`` steps, then cosine to ``min_ratio*peak``.
+
+    ``step`` counts optimizer steps from 0; the value is the lr used *for* that step.
+    """
+    if warmup and step < warmup:
+        return peak * (step + 1) / warmup
+    span = max(1, total - warmup)
+    progress = min(1.0, (step - warmup) / span)
+    low = peak * min_ratio
+    return low + (peak - low) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_optimizer(
+    name: str,
+    groups: list[dict],
+    lr: float,
+    *,
+    momentum: float,
+    weight_decay: float,
+    trust_coefficient: float,
+    betas: tuple[float, float],
+    fused: bool = False,
+) -> torch.optim.Optimizer:
+    if name == "lars":
+        return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                    trust_coefficient=trust_coefficient)
+    clean = [{k: v for k, v in g.items() if k != "lars_exclude"} for g in groups]
+    if name == "sgd":
+        return torch.optim.SGD(clean, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                               **({"fused": True} if fused else {"foreach": True}))
+    return torch.optim.AdamW(clean, lr=lr, betas=betas, weight_decay=weight_decay,
+                             **({"fused": True} if fused else {"foreach": True}))

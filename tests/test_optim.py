@@ -1,0 +1,66 @@
+import math
+
+import pytest
+import torch
+
+from sslterm.train.optim import LARS, lr_at, param_groups, scaled_lr
+
+
+def test_lars_one_step_by_hand():
+    w = torch.nn.Parameter(torch.tensor([[3.0, 4.0]]))  # ||w|| = 5
+    b = torch.nn.Parameter(torch.tensor([1.0]))
+    w.grad = torch.tensor([[0.6, 0.8]])  # ||g|| = 1
+    b.grad = torch.tensor([0.5])
+    wd, eta, lr = 0.1, 0.01, 2.0
+    opt = LARS([{"params": [w], "weight_decay": wd},
+                {"params": [b], "weight_decay": 0.0, "lars_exclude": True}],
+               lr=lr, momentum=0.9, weight_decay=wd, trust_coefficient=eta)
+    opt.step()
+    # update = g + wd*w = [0.9, 1.2], ||update|| = 1.5; ratio = eta*5/1.5
+    ratio = eta * 5 / 1.5
+    expected = torch.tensor([[3.0 - lr * ratio * 0.9, 4.0 - lr * ratio * 1.2]])
+    assert torch.allclose(w.detach(), expected, atol=1e-6)
+    assert math.isclose(b.item(), 1.0 - lr * 0.5, rel_tol=1e-6)  # plain SGD for biases
+    # second step: momentum buffer = 0.9*old + new
+    w.grad = torch.tensor([[0.6, 0.8]])
+    b.grad = torch.tensor([0.5])
+    opt.step()
+    assert math.isclose(b.item(), 1.0 - lr * 0.5 - lr * (0.9 * 0.5 + 0.5), rel_tol=1e-6)
+
+
+def test_param_groups_exclude_biases_norms_and_probe():
+    model = torch.nn.ModuleDict({
+        "conv": torch.nn.Conv2d(3, 4, 3), "bn": torch.nn.BatchNorm2d(4),
+        "online_probe": torch.nn.Linear(4, 2),
+    })
+    groups = {g["name"]: g for g in param_groups(model, 1e-4)}
+    assert [p.shape for p in groups["decay"]["params"]] == [torch.Size([4, 3, 3, 3])]
+    assert groups["no_decay"]["weight_decay"] == 0.0 and groups["no_decay"]["lars_exclude"]
+    assert len(groups["no_decay"]["params"]) == 3  # conv bias, bn weight, bn bias
+    assert groups["probe"]["weight_decay"] == 0.0
+    # parameter names carry the prefix "online_probe." only through named_parameters
+    class Wrap(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.online_probe = torch.nn.Linear(4, 2)
+    assert len(param_groups(Wrap(), 0.1)[0]["params"]) == 2
+
+
+@pytest.mark.parametrize(("scaling", "expected"), [("sqrt", 0.075 * 32), ("linear", 0.3 * 4),
+                                                  ("none", 0.3)])
+def test_scaled_lr(scaling, expected):
+    base = 0.075 if scaling == "sqrt" else 0.3
+    assert math.isclose(scaled_lr(base, 1024, scaling), expected)
+
+
+def test_warmup_then_cosine():
+    peak, total, warm = 2.0, 100, 10
+    assert math.isclose(lr_at(0, total, warm, peak), 0.2)
+    assert math.isclose(lr_at(9, total, warm, peak), 2.0)
+    assert math.isclose(lr_at(10, total, warm, peak), 2.0)
+    assert math.isclose(lr_at(55, total, warm, peak), 1.0)  # half way through the cosine
+    assert lr_at(100, total, warm, peak) == pytest.approx(0.0, abs=1e-12)
+    assert lr_at(100, total, warm, peak, min_ratio=0.1) == pytest.approx(0.2)
+    values = [lr_at(s, total, warm, peak) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert lr_at(0, total, 0, peak) == pytest.approx(peak)

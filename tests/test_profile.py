@@ -1,0 +1,87 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sslterm.errors import ProfileError
+from sslterm.profile.load import load_profile, resolved_toml, validate_text
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILES = sorted((ROOT / "profiles").glob("*.toml"))
+FIXED_KEYS = ["data.dataset", "data.root", "model.method", "model.encoder", "model.temperature",
+              "train.epochs", "train.batch_size", "train.seed", "probe.interval",
+              "launch.num_processes", "launch.output_dir"]
+
+
+@pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.stem)
+def test_shipped_profiles_validate_and_round_trip(path):
+    profile = load_profile(path)
+    assert profile.name == path.stem
+    again = validate_text(resolved_toml(profile), "frozen.toml")
+    assert again == profile
+
+
+def test_fixed_key_names_exist():
+    profile = load_profile(ROOT / "profiles/smoke.toml")
+    for key in FIXED_KEYS:
+        section, name = key.split(".")
+        assert hasattr(getattr(profile, section), name), key
+
+
+def test_overrides_positional_and_typed(tmp_path):
+    p = load_profile(ROOT / "profiles/cifar10.toml",
+                     ["model.temperature=0.2", "train.epochs=3", "data.root=/x y",
+                      "augment.crop_scale=[0.2, 1.0]", "train.compile=true"])
+    assert p.model.temperature == 0.2 and p.train.epochs == 3 and p.data.root == "/x y"
+    assert p.augment.crop_scale == (0.2, 1.0) and p.train.compile is True
+
+
+def write(tmp_path, text):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(("text", "overrides", "expected"), [
+    ("[model]\ntemprature = 0.2\n", [],
+     "{p}:2: model.temprature: unknown key; did you mean 'model.temperature'?"),
+    ("[train]\nepochs = 3\nbase_lr = -0.1\n", [], "{p}:3: train.base_lr: must be > 0.0 (got -0.1)"),
+    ("[train]\nbatch_size = 1\n", [], "{p}:2: train.batch_size: must be >= 2 (got 1)"),
+    ("[data]\ndataset = \"cifar11\"\n", [],
+     "{p}:2: data.dataset: must be one of 'cifar10', 'cifar100', 'svhn', 'imagenet', "
+     "'imagenet50', 'imagenet100', 'imagenet200', 'imagefolder' or 'synthetic' (got 'cifar11')"),
+    ("[model\nencoder = 1\n", [], "{p}:1: TOML syntax error: Expected ']' at the end of a table declaration"),
+    ("[train]\nepochs = \"ten\"\n", [],
+     "{p}:2: train.epochs: Input should be a valid integer, unable to parse string as an integer (got 'ten')"),
+    ("[train]\nbatch_size = 6\n[launch]\nnum_processes = 4\n", [],
+     "{p}:2: train.batch_size: must divide evenly over 4 processes (got 6)"),
+    ("", ["model.temperature=0"], "<command line>: model.temperature: must be > 0.0 (got 0)"),
+    ("", ["modle.temperature=0.2"],
+     "<command line>: modle: unknown key; did you mean 'model'?"),
+])
+def test_error_messages(tmp_path, text, overrides, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(ProfileError) as info:
+        load_profile(path, overrides)
+    assert str(info.value) == expected.format(p=path)
+
+
+def test_cli_bad_profile_one_line_exit_2(tmp_path):
+    path = write(tmp_path, "[train]\nwarmup_epochs = -1\n")
+    out = subprocess.run([sys.executable, "-m", "sslterm", "profile", "validate", path],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert out.stderr == f"sslterm: {path}:2: train.warmup_epochs: must be >= 0.0 (got -1)\n"
+
+
+def test_profile_show_is_complete(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "sslterm", "profile", "show",
+                          str(ROOT / "profiles/smoke.toml"), "--set", "train.epochs=7"],
+                         capture_output=True, text=True, check=True)
+    frozen = tmp_path / "frozen.toml"
+    frozen.write_text(out.stdout)
+    profile = load_profile(frozen)
+    assert profile.train.epochs == 7 and profile.name == "smoke"
+    assert "lars_trust_coefficient = 0.001" in out.stdout  # defaults written out
