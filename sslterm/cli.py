@@ -118,13 +118,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     from sslterm.profile.load import load_profile, resolved_toml
 
-    profile = load_profile(args.profile, [*args.overrides, *args.sets])
+    overrides = [*args.overrides, *args.sets]
+    profile = load_profile(args.profile, overrides)
     if args.profile_command == "show":
         sys.stdout.write(resolved_toml(profile))
         return 0
     from sslterm.runs.launcher import check_profile_environment
 
-    check_profile_environment(profile)
+    check_profile_environment(profile, args.profile, overrides)
     print(f"{args.profile}: ok ({profile.model.method} / {profile.model.encoder} on "
           f"{profile.data.dataset}, {profile.train.epochs} epochs)")
     return 0

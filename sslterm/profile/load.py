@@ -25,8 +25,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 CLI = "<command line>"
-_TOML_POS = re.compile(r"\(at line (\d+), column \d+\)")
-_HEADER = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\-\s\"']+?)\s*\]\s*(#.*)?$")
+_TOML_POS = re.compile(r"\(at line (\d+), column \d+\)|\(at end of document\)")
+_HEADER = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.\-\s\"']+?)\s*\]\]?\s*(#.*)?$")
 _KEY = re.compile(r"^\s*([A-Za-z0-9_.\-\"']+)\s*=")
 
 
@@ -37,7 +37,7 @@ def locate(text: str, key: str) -> int | None:
     parts = key.split(".")
     for n, line in enumerate(text.splitlines(), 1):
         m = _HEADER.match(line)
-        if m and not line.lstrip().startswith("[["):
+        if m:
             section = m.group(1).replace(" ", "").replace('"', "").replace("'", "")
             if section == ".".join(parts[:-1]) or section == key:
                 header_line = header_line or n
@@ -108,7 +108,7 @@ def parse_toml(text: str, path: str) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         m = _TOML_POS.search(str(exc))
-        line = int(m.group(1)) if m else None
+        line = None if m is None else int(m.group(1) or len(text.splitlines()) or 1)
         reason = _TOML_POS.sub("", str(exc)).strip()
         raise ProfileError(path, line, None, f"TOML syntax error: {reason}") from None
 

@@ -193,7 +193,10 @@ class LaunchConfig(Section):
 
 
 class Profile(Section):
-    name: str = Field("", description="Profile name; defaults to the file's stem.")
+    name: str = Field(
+        "", pattern=r"^[A-Za-z0-9_.-]*$", max_length=100,
+        description="Profile name (letters, digits, . _ -); defaults to the file's stem.",
+    )
     description: str = Field("", description="Free text shown in the TUI.")
     data: DataConfig = Field(default_factory=DataConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)

@@ -10,6 +10,7 @@ ever reaches a shell.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,8 +20,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from sslterm.errors import UserError
-from sslterm.profile.load import load_profile, resolved_toml
+from sslterm.errors import ProfileError, UserError
+from sslterm.profile.load import CLI, load_profile, locate, parse_override, resolved_toml
 from sslterm.profile.schema import Profile
 from sslterm.runs.store import ACTIVE, RunDir, atomic_write_text, new_run_dir, utc_now
 
@@ -66,14 +67,52 @@ def accelerate_command(profile: Profile, run_dir: Path) -> list[str]:
     return cmd
 
 
-def check_profile_environment(profile: Profile) -> None:
-    """Checks that need the data paths or timm (slow imports); run before a run dir exists."""
-    from sslterm.data.registry import check_data
+def check_profile_environment(
+    profile: Profile, path: str | Path | None = None, overrides: Sequence[str] = ()
+) -> None:
+    """Checks that need the data paths or timm (slow imports); run before a run dir exists.
 
-    check_data(profile.data)
+    Given the profile's ``path``, their errors become ``ProfileError``s located like
+    schema errors: file, line and key (``<command line>`` when an override set the key).
+    """
+    from sslterm.data.registry import check_data
     from sslterm.models.encoder import check_encoder_name
 
-    check_encoder_name(profile.model.encoder)
+    for default_key, check in (("data.root", lambda: check_data(profile.data)),
+                               ("model.encoder", lambda: check_encoder_name(profile.model.encoder))):
+        try:
+            check()
+        except ProfileError:
+            raise
+        except UserError as exc:
+            raise _at_key(exc, default_key, path, overrides) from None
+
+
+_KEY_PREFIX = re.compile(r"((?:data|model)\.[a-z_]+): (.*)", re.DOTALL)
+_KEY_MENTION = re.compile(r"\b(?:data|model)\.[a-z_]+\b")
+
+
+def _at_key(
+    exc: UserError, default_key: str, path: str | Path | None, overrides: Sequence[str]
+) -> UserError:
+    """``exc`` located at its key: the one its message starts with, else the first one it
+    names (the setting to change), else ``default_key``."""
+    if path is None:
+        return exc
+    message = str(exc)
+    prefixed = _KEY_PREFIX.fullmatch(message)
+    if prefixed:
+        key, message = prefixed.groups()
+    else:
+        mention = _KEY_MENTION.search(message)
+        key = mention.group(0) if mention else default_key
+    if key in {parse_override(o)[0] for o in overrides}:
+        return ProfileError(CLI, None, key, message)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    return ProfileError(str(path), locate(text, key), key, message)
 
 
 def _spawn(run: RunDir, profile: Profile) -> None:
@@ -110,7 +149,7 @@ def start_run(
     if output_dir:
         profile.launch.output_dir = output_dir
     if check:
-        check_profile_environment(profile)
+        check_profile_environment(profile, profile_path, overrides)
     run = create_run(profile)
     _spawn(run, profile)
     return run

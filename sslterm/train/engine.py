@@ -107,7 +107,7 @@ class Trainer:
         )
         self.main = self.acc.is_main_process
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
-        self.events = EventWriter(run.path) if self.main else None
+        self.events: EventWriter | None = None  # opened after a resume has rewritten the log
         self.stop_requested = False
         self.history = History()
         signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -115,6 +115,10 @@ class Trainer:
     # -- plumbing ----------------------------------------------------------------
     def _on_sigterm(self, *_: Any) -> None:
         self.stop_requested = True
+
+    def open_events(self) -> None:
+        if self.main and self.events is None:
+            self.events = EventWriter(self.run.path)
 
     def emit(self, kind: str, **fields: Any) -> None:
         if self.events is not None:
@@ -183,7 +187,8 @@ class Trainer:
     def _setup_data(self) -> None:
         info, a = self.splits.info, self.p.augment
         if self.batched:
-            tensors = self.splits.tensors("train")
+            with self.acc.main_process_first():  # decode once; the other ranks read the cache
+                tensors = self.splits.tensors("train")
             keep_on_device = self.device.type == "cuda" or self.p.data.augment == "gpu"
             dev = self.device if keep_on_device else torch.device("cpu")
             self.train_images = tensors.images.to(dev)
@@ -226,7 +231,13 @@ class Trainer:
         if self.batched:
             data = self.splits.tensors(split)
             for chunk in indices.split(bs):
-                yield normalize(data.images[chunk].to(self.device), info.mean, info.std), data.labels[chunk]
+                x = normalize(data.images[chunk].to(self.device), info.mean, info.std)
+                if x.shape[-1] != self.size or x.shape[-2] != self.size:
+                    x = torch.nn.functional.interpolate(
+                        x, size=(self.size, self.size), mode="bilinear", antialias=True,
+                        align_corners=False,
+                    )
+                yield x, data.labels[chunk]
         else:
             base = getattr(self.splits, split)
             resize = None if info.small else int(self.size * 256 / 224)
@@ -324,6 +335,7 @@ class Trainer:
         p, t = self.p, self.p.train
         self.setup()
         pos, resumed = self.maybe_resume()
+        self.open_events()
         self.emit(
             "run_started", run_id=self.run.id, profile=p.name, dataset=p.data.dataset,
             encoder=p.model.encoder, world_size=self.world, num_machines=p.launch.num_machines,
@@ -458,9 +470,8 @@ class Trainer:
             train_f, train_y = self.features("train")
             val_f, val_y = self.features("val")
             if self.main:
-                acc = knn_accuracy(train_f, train_y, val_f, info.num_classes,
-                                   k=self.p.probe.knn_k, temperature=self.p.probe.knn_temperature,
-                                   query_labels=val_y)
+                acc = knn_accuracy(train_f, train_y, val_f, val_y, info.num_classes,
+                                   k=self.p.probe.knn_k, temperature=self.p.probe.knn_temperature)
                 record.update(knn_top1=acc["top1"], knn_top5=acc["top5"])
         model.train(was_training)
         self.history.val.append(record)
@@ -612,6 +623,7 @@ def run_training(run_dir: str) -> int:
         rank = trainer.rank if trainer else int(os.environ.get("RANK", 0))
         record = write_rank_error(run, rank, exc)
         if trainer is not None and trainer.main:
+            trainer.open_events()
             trainer.emit("run_failed", error=record["error"], traceback=record["traceback"],
                          rank=rank)
         print(f"[sslterm] rank {rank} failed: {record['error']}", flush=True)

@@ -1,0 +1,98 @@
+"""Per-rank batches cut from one global, seeded permutation per epoch.
+
+Every rank computes the same permutation (seeded by ``seed + epoch``) and cuts it into
+GLOBAL batches of ``per_rank_batch * world_size``; rank r takes the slice
+``[r*b : (r+1)*b]`` of each. So N processes train on exactly the global batches one
+process would see, which is what makes a multi-GPU NT-Xent loss equal the 1-GPU one,
+and no sample is seen twice in an epoch.
+
+``drop_last=True`` (training) drops the incomplete last global batch: every step then
+has equal batches on all ranks, as an all-gather of equal shapes needs. With
+``drop_last=False`` (evaluation) the last global batch is kept and split as evenly as
+possible over the ranks (sizes differ by at most one; a rank may get an empty one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import Sampler
+
+from sslterm.errors import UserError
+
+
+class ShardedBatches:
+    """Index tensors of one rank, per step, for the GPU-resident path (see the module doc)."""
+
+    def __init__(
+        self,
+        n: int,
+        per_rank_batch: int,
+        rank: int,
+        world_size: int,
+        seed: int,
+        drop_last: bool = True,
+    ) -> None:
+        if per_rank_batch < 1 or world_size < 1 or not 0 <= rank < world_size or n < 0:
+            raise ValueError(
+                f"bad sharding: n={n} per_rank_batch={per_rank_batch} rank={rank} "
+                f"world_size={world_size}"
+            )
+        self.n, self.per_rank_batch = n, per_rank_batch
+        self.rank, self.world_size = rank, world_size
+        self.seed, self.drop_last = seed, drop_last
+        self.global_batch = per_rank_batch * world_size
+        if drop_last and n < self.global_batch:
+            raise UserError(
+                f"{n} images cannot fill one global batch of {self.global_batch} "
+                f"({per_rank_batch} per process x {world_size}); lower train.batch_size"
+            )
+
+    def __len__(self) -> int:
+        """Steps per epoch."""
+        full, rest = divmod(self.n, self.global_batch)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        """The epoch's global order, identical on every rank."""
+        gen = torch.Generator().manual_seed(self.seed + epoch)
+        return torch.randperm(self.n, generator=gen)
+
+    def epoch(self, epoch: int) -> list[torch.Tensor]:
+        """int64 index tensors for this rank, one per step of ``epoch``."""
+        perm = self.permutation(epoch)[: len(self) * self.global_batch]
+        return [
+            batch.tensor_split(self.world_size)[self.rank]
+            for batch in perm.split(self.global_batch)
+        ]
+
+
+class ShardedBatchSampler(Sampler[list[int]]):
+    """The same batches as ``ShardedBatches``, as a DataLoader ``batch_sampler``.
+
+    Call ``set_epoch(e)`` before iterating each epoch (as with DistributedSampler); the
+    sampler lives in the main process, so this works with persistent workers too.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        per_rank_batch: int,
+        rank: int,
+        world_size: int,
+        seed: int,
+        drop_last: bool = True,
+    ) -> None:
+        self.batches = ShardedBatches(n, per_rank_batch, rank, world_size, seed, drop_last)
+        self.current_epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.current_epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches.epoch(self.current_epoch):
+            yield batch.tolist()

@@ -1,0 +1,195 @@
+"""``sslterm slurm``: a run as a Slurm batch job, one ``accelerate launch`` per node.
+
+The run directory is created when the script is written, so the TUI lists the job
+(``queued``) while Slurm holds it. On the batch host the script execs the run
+supervisor around ``srun``, which starts one task per node; each task runs
+``accelerate launch`` with its node's machine rank, and the supervisor records the
+final status once srun has ended. Every value from a profile or a path is
+shell-quoted, and the few command-line values that go into #SBATCH lines are checked
+for form: the shell never interprets any of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from sslterm.errors import UserError
+from sslterm.profile.load import load_profile
+from sslterm.profile.schema import Profile
+from sslterm.runs.launcher import check_profile_environment, create_run
+from sslterm.runs.store import RunDir
+
+SCRIPT_NAME = "slurm.sbatch"
+# Recorded as launch.main_process_ip in the frozen profile: the real address is only
+# known once Slurm has picked the nodes (the script asks scontrol for it).
+SLURM_MAIN_HOST = "(first node of the Slurm job)"
+# Seconds before the time limit at which Slurm sends SIGTERM to the job's tasks: the
+# trainer takes it as a stop request (checkpoint, then exit) instead of being killed.
+STOP_WARNING_S = 120
+_TIME = re.compile(r"\d+(-\d+)?(:\d+){0,2}|UNLIMITED|INFINITE", re.IGNORECASE)
+_PARTITION = re.compile(r"[A-Za-z0-9_.,-]+")
+_JOB_ID = re.compile(r"Submitted batch job (\d+)")
+# Run on each node by srun. Fixed text: the node's rank and node count are expanded
+# there, on the node; every other value arrives as a separate argument ("$@"), and $0
+# is the Python interpreter.
+_NODE_COMMAND = (
+    'exec "$0" -m accelerate.commands.launch '
+    '--machine_rank "$SLURM_NODEID" --num_machines "$SLURM_NNODES" "$@"'
+)
+
+
+def _q(value: object) -> str:
+    return shlex.quote(str(value))
+
+
+def _job_name(profile: Profile) -> str:
+    """Slurm job names end up in #SBATCH lines: keep them to harmless characters."""
+    return "sslterm-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", profile.name).strip("-") or "run")
+
+
+def _directives(
+    profile: Profile, nodes: int, gpus_per_node: int, partition: str | None, time: str
+) -> list[str]:
+    lines = [f"--job-name={_job_name(profile)}", f"--nodes={nodes}", "--ntasks-per-node=1"]
+    if not profile.launch.cpu:
+        lines.append(f"--gpus-per-node={gpus_per_node}")
+    lines.append(f"--time={time}")
+    if partition:
+        lines.append(f"--partition={partition}")
+    lines.append(f"--signal=TERM@{STOP_WARNING_S}")
+    return [f"#SBATCH {line}" for line in lines]
+
+
+def _launch_args(profile: Profile, nodes: int, gpus_per_node: int) -> list[str]:
+    """Script lines after the node command: accelerate's options, then the trainer."""
+    la, world = profile.launch, nodes * gpus_per_node
+    lines = [f"--config_file {_q(la.accelerate_config)}"] if la.accelerate_config else []
+    lines += [
+        f"--num_processes {world}",  # accelerate counts processes over all machines
+        '--main_process_ip "$MAIN_HOST"',
+        f"--main_process_port {la.main_process_port}",
+        f"--mixed_precision {_q(profile.train.precision)}",
+        "--dynamo_backend no",
+    ]
+    if world > 1:
+        lines.append("--multi_gpu")
+    if nodes > 1:
+        lines.append("--same_network")
+    if la.cpu:
+        lines.append("--cpu")
+    elif la.gpu_ids != "all":
+        lines.append(f"--gpu_ids {_q(la.gpu_ids)}")
+    return [*lines, '-m sslterm.train "$RUN_DIR"']
+
+
+def render_sbatch(
+    profile: Profile,
+    run_dir: Path,
+    *,
+    nodes: int,
+    gpus_per_node: int,
+    partition: str | None,
+    time: str,
+    workdir: str,
+    python: str,
+) -> str:
+    """The batch script for ``run_dir``. ``workdir`` is where relative paths in the
+    profile were meant (the job cds there); ``python`` runs sslterm on the nodes.
+    Raw values never reach the script, not even in a comment (a newline would end it)."""
+    _check_slurm_args(nodes, gpus_per_node, partition, time)
+    launch = " \\\n    ".join(_launch_args(profile, nodes, gpus_per_node))
+    return "\n".join([
+        "#!/bin/bash",
+        f"# sslterm: {nodes} node(s) x {gpus_per_node} process(es), one accelerate launch per node.",
+        "# Written by `sslterm slurm`. Submitted again after a stop or a failure, it",
+        "# resumes the run from its newest complete checkpoint.",
+        *_directives(profile, nodes, gpus_per_node, partition, time),
+        "set -euo pipefail",
+        f"cd -- {_q(workdir)}",
+        f"PYTHON={_q(python)}",
+        f"RUN_DIR={_q(run_dir)}",
+        "export PYTHONUNBUFFERED=1",
+        'exec >>"$RUN_DIR/stdout.log" 2>&1',
+        "# Rendezvous on the first node of the job (node 0, where this script runs).",
+        'HOSTS=$(scontrol show hostnames "$SLURM_JOB_NODELIST")',
+        "MAIN_HOST=${HOSTS%%$'\\n'*}",
+        "# The supervisor holds the run's lock, marks it running and records the final",
+        "# status once srun has ended; srun starts one accelerate launch per node.",
+        'exec "$PYTHON" -m sslterm.runs.supervise "$RUN_DIR" -- \\',
+        f"  srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --kill-on-bad-exit=1 \\",
+        f"  bash -c {_q(_NODE_COMMAND)} \"$PYTHON\" \\",
+        f"    {launch}",
+        "",
+    ])
+
+
+def _check_slurm_args(nodes: int, gpus_per_node: int, partition: str | None, time: str) -> None:
+    """Job-shape values go into #SBATCH lines unquoted: accept only well-formed ones."""
+    for flag, value in (("--nodes", nodes), ("--gpus-per-node", gpus_per_node)):
+        if value < 1:
+            raise UserError(f"{flag} must be >= 1 (got {value})")
+    if not _TIME.fullmatch(time):
+        raise UserError(f"--time must be a Slurm time like 24:00:00 or 2-00:00:00 (got {time!r})")
+    if partition is not None and not _PARTITION.fullmatch(partition):
+        raise UserError(f"--partition must be a Slurm partition name (got {partition!r})")
+
+
+def _job_profile(args: argparse.Namespace, overrides: list[str]) -> tuple[Profile, int, int]:
+    """The profile as the job will run it: launch.* set to the job's shape, so the batch
+    size is checked against the real world size and the frozen profile tells the truth."""
+    base = load_profile(args.profile, overrides)
+    nodes = args.nodes if args.nodes is not None else base.launch.num_machines
+    gpus = args.gpus_per_node if args.gpus_per_node is not None else base.launch.num_processes
+    _check_slurm_args(nodes, gpus, args.partition, args.time)
+    shape = [f"launch.num_machines={nodes}", f"launch.num_processes={gpus}",
+             "launch.machine_rank=0", f"launch.main_process_ip={json.dumps(SLURM_MAIN_HOST)}"]
+    profile = load_profile(args.profile, [*overrides, *shape])
+    if args.output_dir:
+        profile.launch.output_dir = args.output_dir
+    return profile, nodes, gpus
+
+
+def _submit(run: RunDir, script: Path, sbatch: str) -> str:
+    """Submit with ``sbatch`` (an argument list, no shell); record and return the job id."""
+    done = subprocess.run([sbatch, str(script)], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, check=False)
+    found = _JOB_ID.search(done.stdout)
+    if done.returncode != 0 or not found:
+        why = (done.stderr.strip() or done.stdout.strip() or f"exit code {done.returncode}")
+        why = " ".join(why.split())[:300]
+        run.update_status(state="failed", error=f"sbatch failed: {why}")
+        raise UserError(f"sbatch failed for run {run.id}: {why}")
+    run.update_status(slurm_job_id=found.group(1))
+    return found.group(1)
+
+
+def cmd_slurm(args: argparse.Namespace) -> int:
+    """Write RUN_DIR/slurm.sbatch for the profile; with ``--submit`` also submit it."""
+    overrides = [*args.overrides, *args.sets]
+    profile, nodes, gpus = _job_profile(args, overrides)
+    sbatch = shutil.which("sbatch") if args.submit else None
+    if args.submit and sbatch is None:
+        raise UserError("--submit needs Slurm's sbatch, which is not on PATH")
+    check_profile_environment(profile, args.profile, overrides)
+    run = create_run(profile)
+    script = run.path / SCRIPT_NAME
+    script.write_text(render_sbatch(
+        profile, run.path.absolute(), nodes=nodes, gpus_per_node=gpus,
+        partition=args.partition, time=args.time, workdir=os.getcwd(), python=sys.executable,
+    ), encoding="utf-8")
+    script.chmod(0o755)
+    print(f"run {run.id} (queued): {script}")
+    if sbatch is None:
+        print(f"submit with: sbatch {_q(script)}")
+        return 0
+    job = _submit(run, script, sbatch)
+    print(f"submitted batch job {job}")
+    return 0

@@ -1,0 +1,52 @@
+"""Helpers for tests that start real runs through the real CLI and `accelerate launch`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "profiles" / "smoke.toml"
+
+
+def sslterm(*args: str, cwd: Path, timeout: float = 240, check: bool = False) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="120")
+    out = subprocess.run([sys.executable, "-m", "sslterm", *args], cwd=cwd, capture_output=True,
+                         text=True, timeout=timeout, env=env)
+    if check and out.returncode != 0:
+        raise AssertionError(f"sslterm {' '.join(args)} -> {out.returncode}\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+def events(run_dir: Path) -> list[dict]:
+    path = run_dir / "events.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def wait_for(predicate, timeout: float = 180, what: str = "condition", run_dir: Path | None = None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    log = (run_dir / "stdout.log").read_text()[-3000:] if run_dir and (run_dir / "stdout.log").exists() else ""
+    raise AssertionError(f"timed out waiting for {what}\n{log}")
+
+
+def state(run_dir: Path) -> str:
+    from sslterm.runs.store import RunDir
+
+    return RunDir(run_dir).state()[0]
+
+
+def only_run(output_dir: Path) -> Path:
+    runs = [p for p in output_dir.iterdir() if (p / "status.json").exists()]
+    assert len(runs) == 1, runs
+    return runs[0]

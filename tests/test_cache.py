@@ -1,0 +1,203 @@
+"""The uint8 tensor cache: built once, reused while the source is unchanged, rebuilt when not."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fakedata import fake_images, trust_fake_files, write_cifar10, write_image_folder
+from PIL import Image
+from safetensors.torch import load_file
+
+from sslterm.data import cache, datasets
+from sslterm.data.cache import (
+    CACHE_DIRNAME,
+    ImageTensors,
+    cache_key,
+    decode_files,
+    file_fingerprint,
+    load_or_build,
+)
+from sslterm.data.registry import build_splits
+from sslterm.profile.schema import DataConfig
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def tensors(n: int = 6, seed: int = 0) -> ImageTensors:
+    images = torch.from_numpy(fake_images(n, size=8, seed=seed))
+    return ImageTensors(images, torch.arange(n, dtype=torch.int64))
+
+
+class Builder:
+    """Counts how often the cache had to build."""
+
+    def __init__(self, result: ImageTensors) -> None:
+        self.result, self.calls = result, 0
+
+    def __call__(self) -> ImageTensors:
+        self.calls += 1
+        return self.result
+
+
+def cache_files(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / CACHE_DIRNAME).iterdir())
+
+
+def test_built_once_then_reused(tmp_path):
+    build = Builder(tensors())
+    first = load_or_build(tmp_path, "toy-train", {"files": [["a", 1, 2]]}, build)
+    second = load_or_build(tmp_path, "toy-train", {"files": [["a", 1, 2]]}, build)
+    assert build.calls == 1
+    assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
+
+    (name,) = cache_files(tmp_path)  # one file, no temp files left behind
+    assert name.startswith("toy-train-") and name.endswith(".safetensors")
+    stored = load_file(tmp_path / CACHE_DIRNAME / name)
+    assert stored["images"].dtype == torch.uint8 and stored["images"].shape == (6, 3, 8, 8)
+    assert stored["labels"].dtype == torch.int64
+
+
+def test_changed_fingerprint_rebuilds_and_replaces_the_old_file(tmp_path):
+    load_or_build(tmp_path, "toy-train", ["v1"], Builder(tensors(seed=1)))
+    load_or_build(tmp_path, "toy-test", ["v1"], Builder(tensors(seed=1)))
+    build = Builder(tensors(seed=2))
+    result = load_or_build(tmp_path, "toy-train", ["v2"], build)
+    assert build.calls == 1 and torch.equal(result.images, tensors(seed=2).images)
+    names = cache_files(tmp_path)
+    assert len(names) == 2 and f"toy-train-{cache_key(['v2'])}.safetensors" in names
+
+
+def test_unreadable_cache_is_rebuilt(tmp_path):
+    load_or_build(tmp_path, "toy-train", ["v1"], Builder(tensors()))
+    (name,) = cache_files(tmp_path)
+    path = tmp_path / CACHE_DIRNAME / name
+    path.write_bytes(path.read_bytes()[:100])  # a truncated file
+    build = Builder(tensors())
+    assert torch.equal(load_or_build(tmp_path, "toy-train", ["v1"], build).images, tensors().images)
+    assert build.calls == 1
+    assert load_file(path)["images"].shape == (6, 3, 8, 8)
+
+
+def test_unwritable_root_falls_back_to_the_user_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / CACHE_DIRNAME).write_text("a file where the cache folder should be")
+    build = Builder(tensors())
+    load_or_build(root, "toy-train", ["v1"], build)
+    load_or_build(root, "toy-train", ["v1"], build)
+    assert build.calls == 1
+    assert len(list((tmp_path / "xdg" / "sslterm").glob("*/toy-train-*.safetensors"))) == 1
+
+
+def test_fingerprint_sees_size_and_mtime(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"abc")
+    before = cache_key(file_fingerprint([path]))
+    assert cache_key(file_fingerprint([path])) == before
+    os.utime(path, ns=(1, 1))
+    touched = cache_key(file_fingerprint([path]))
+    path.write_bytes(b"abcd")
+    os.utime(path, ns=(1, 1))
+    assert len({before, touched, cache_key(file_fingerprint([path]))}) == 3
+
+
+def test_decode_files_keeps_order_and_fits_sizes(tmp_path):
+    images = fake_images(5, size=12, seed=3)
+    paths = []
+    for i, chw in enumerate(images):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(chw.transpose(1, 2, 0)).save(paths[-1])
+    Image.new("RGB", (30, 20), (200, 10, 10)).save(tmp_path / "odd.png")
+    paths.append(tmp_path / "odd.png")
+
+    one = decode_files(paths, [0, 1, 2, 3, 4, 5], size=12, threads=1)
+    three = decode_files(paths, [0, 1, 2, 3, 4, 5], size=12, threads=3)
+    assert torch.equal(one.images, three.images) and one.labels.tolist() == [0, 1, 2, 3, 4, 5]
+    np.testing.assert_array_equal(one.images[:5].numpy(), images)
+    assert one.images.shape == (6, 3, 12, 12)
+    assert one.images[5, :, 6, 6].tolist() == [200, 10, 10]
+
+
+def counting(monkeypatch, module, name: str) -> list[int]:
+    """Wrap ``module.name`` so a test can count real decodes."""
+    calls: list[int] = []
+    real = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapper)
+    return calls
+
+
+def test_image_folder_cache_follows_the_source(tmp_path, monkeypatch):
+    write_image_folder(tmp_path, n_train=3, n_test=2, size=8)
+    decodes = counting(monkeypatch, datasets, "decode_files")
+    cfg = DataConfig(dataset="imagefolder", root=str(tmp_path), val_fraction=0.5)
+
+    first = build_splits(cfg, seed=0)
+    train, val = first.tensors("train"), first.tensors("val")  # one decode of the full split
+    assert len(decodes) == 1 and len(train) + len(val) == 9
+    build_splits(cfg, seed=1).tensors("train")  # another split of the same cached set
+    assert len(decodes) == 1
+
+    changed = tmp_path / "train" / "cat" / "0000.png"
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(changed)
+    os.utime(changed, ns=(10**18, 10**18))  # a distinct mtime even on coarse clocks
+    full = build_splits(cfg.model_copy(update={"val_fraction": 0.0}), seed=0).tensors("train")
+    assert len(decodes) == 2
+    assert full.images[0, :, 0, 0].tolist() == [1, 2, 3]
+    assert len([n for n in cache_files(tmp_path) if n.startswith("imagefolder-train-")]) == 1
+
+
+def test_cifar_cache_is_reused_across_runs(tmp_path, monkeypatch):
+    fake = write_cifar10(tmp_path, n_train=20, n_test=5)
+    trust_fake_files(monkeypatch, tmp_path)
+    decodes = counting(monkeypatch, datasets, "hwc_to_tensors")
+    cfg = DataConfig(dataset="cifar10", root=str(tmp_path))
+    build_splits(cfg, seed=0).tensors("test")
+    again = build_splits(cfg, seed=0).tensors("test")
+    assert len(decodes) == 1
+    np.testing.assert_array_equal(again.images.numpy(), fake.test_images)
+
+
+def test_cache_off_writes_nothing(tmp_path):
+    cfg = DataConfig(dataset="synthetic", root=str(tmp_path), synthetic_size=32, cache=False)
+    assert len(build_splits(cfg, seed=0).tensors("train")) > 0
+    assert not (tmp_path / CACHE_DIRNAME).exists()
+
+
+def test_synthetic_cache_is_keyed_by_its_parameters(tmp_path, monkeypatch):
+    keys = []
+    real = cache.cache_key
+
+    def spy(fingerprint):
+        keys.append(real(fingerprint))
+        return keys[-1]
+
+    monkeypatch.setattr(cache, "cache_key", spy)
+    for seed, size in ((0, 32), (1, 32), (0, 48)):
+        cfg = DataConfig(
+            dataset="synthetic", root=str(tmp_path), synthetic_size=32, image_size=size
+        )
+        build_splits(cfg, seed=seed).tensors("test")
+    assert len(set(keys)) == 3
+
+
+def test_image_tensors_validate_their_layout():
+    with pytest.raises(ValueError, match="uint8"):
+        ImageTensors(torch.zeros(2, 3, 4, 4), torch.zeros(2, dtype=torch.int64))
+    with pytest.raises(ValueError, match="int64"):
+        ImageTensors(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64))

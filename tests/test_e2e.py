@@ -1,0 +1,62 @@
+"""End to end through the real CLI, supervisor and `accelerate launch` child processes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from runhelpers import SMOKE, events, only_run, sslterm, state, wait_for
+from safetensors.torch import load_file
+
+pytestmark = pytest.mark.slow
+
+
+def test_smoke_run_leaves_a_complete_run_directory(tmp_path):
+    out = sslterm("-o", str(tmp_path / "runs"), "run", str(SMOKE), cwd=tmp_path, check=True)
+    run = only_run(tmp_path / "runs")
+    assert "finished" in out.stdout
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "finished" and status["exit_code"] == 0
+    for name in ("profile.toml", "events.jsonl", "stdout.log", "results.json"):
+        assert (run / name).is_file(), name
+    kinds = [e["kind"] for e in events(run)]
+    for kind in ("run_started", "step", "epoch", "val", "probe", "checkpoint", "run_finished"):
+        assert kind in kinds, kind
+    assert [e["epoch"] for e in events(run) if e["kind"] == "epoch"] == [0, 1, 2]
+    assert [e["epoch"] for e in events(run) if e["kind"] == "probe"] == [0, 2]
+    results = json.loads((run / "results.json").read_text())
+    assert "NaN" not in (run / "results.json").read_text()
+    assert 0 <= results["final"]["linear_eval"]["test_top1"] <= 100
+    assert results["final"]["knn"]["val_top1"] is not None
+    ckpts = sorted((run / "checkpoints").iterdir())
+    assert ckpts and all((c / "COMPLETE").exists() for c in ckpts)
+    assert results["checkpoint"] == f"checkpoints/{ckpts[-1].name}"
+    weights = load_file(ckpts[-1] / "model.safetensors")
+    assert any(k.startswith("encoder.") for k in weights)
+    runs = sslterm("-o", str(tmp_path / "runs"), "runs", cwd=tmp_path, check=True)
+    assert run.name in runs.stdout and "finished" in runs.stdout
+
+
+def test_stop_then_resume_continues_the_event_log(tmp_path):
+    runs_dir = tmp_path / "runs"
+    out = sslterm("-o", str(runs_dir), "run", str(SMOKE), "train.epochs=6", "probe.enabled=false",
+                  "train.val_interval=0", "--detach", cwd=tmp_path, check=True)
+    run_id = out.stdout.strip()
+    run = runs_dir / run_id
+    wait_for(lambda: any(e["kind"] == "epoch" and e["epoch"] >= 1 for e in events(run)),
+             what="epoch 1", run_dir=run)
+    sslterm("-o", str(runs_dir), "stop", run_id, "--wait", cwd=tmp_path, check=True)
+    assert state(run) == "stopped"
+    evs = events(run)
+    assert evs[-1]["kind"] == "run_stopped"
+    stopped_at = evs[-1]["step"]
+    sslterm("-o", str(runs_dir), "resume", run_id, cwd=tmp_path, check=True)
+    assert state(run) == "finished"
+    evs = events(run)
+    epochs = [e["epoch"] for e in evs if e["kind"] == "epoch"]
+    assert epochs == list(range(6)), epochs
+    steps = [e["step"] for e in evs if e["kind"] == "step"]
+    assert steps == list(range(1, len(steps) + 1)), steps  # no gap, no repeat
+    starts = [e for e in evs if e["kind"] == "run_started"]
+    assert [s["resumed"] for s in starts] == [False, True]
+    assert starts[1]["start_step"] == stopped_at

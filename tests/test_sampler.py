@@ -1,0 +1,77 @@
+"""Sharded per-epoch batches: every rank cuts the same global batches, so N processes see
+exactly what one process would, and each kept sample once per epoch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from sslterm.data.sampler import ShardedBatches, ShardedBatchSampler
+from sslterm.errors import UserError
+
+
+def ranks(n: int, per_rank: int, world: int, seed: int = 0, drop_last: bool = True):
+    return [ShardedBatches(n, per_rank, r, world, seed, drop_last) for r in range(world)]
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_ranks_together_see_each_kept_sample_once(world):
+    n, per_rank = 103, 5
+    shards = ranks(n, per_rank, world)
+    steps = n // (per_rank * world)
+    seen = torch.cat([b for s in shards for b in s.epoch(3)])
+    assert all(len(s) == steps for s in shards)
+    assert all(len(b) == per_rank and b.dtype == torch.int64 for s in shards for b in s.epoch(3))
+    assert len(seen) == steps * per_rank * world == len(set(seen.tolist()))
+    assert set(seen.tolist()) <= set(range(n))
+    assert len(seen) > n - per_rank * world  # only the incomplete global batch is dropped
+
+
+def test_two_ranks_see_the_one_rank_global_batches():
+    one = ShardedBatches(50, 8, 0, 1, seed=11).epoch(2)
+    two = [s.epoch(2) for s in ranks(50, 4, 2, seed=11)]
+    assert len(one) == len(two[0]) == len(two[1]) == 6
+    for step, batch in enumerate(one):
+        assert torch.equal(batch, torch.cat([two[0][step], two[1][step]]))
+
+
+def test_epochs_differ_and_repeat_exactly():
+    a = ShardedBatches(64, 8, 1, 2, seed=5)
+    b = ShardedBatches(64, 8, 1, 2, seed=5)
+    assert all(torch.equal(x, y) for x, y in zip(a.epoch(4), b.epoch(4), strict=True))
+    assert not torch.equal(torch.cat(a.epoch(4)), torch.cat(a.epoch(5)))
+    assert not torch.equal(
+        torch.cat(a.epoch(4)), torch.cat(ShardedBatches(64, 8, 1, 2, 6).epoch(4))
+    )
+
+
+def test_keep_last_splits_the_short_batch_evenly():
+    shards = ranks(23, 4, 2, drop_last=False)  # 2 full global batches of 8, then 7
+    assert len(shards[0]) == 3
+    last = [s.epoch(0)[-1] for s in shards]
+    assert [len(b) for b in last] == [4, 3]
+    seen = torch.cat([b for s in shards for b in s.epoch(0)]).tolist()
+    assert sorted(seen) == list(range(23))
+
+
+def test_a_dataset_smaller_than_one_global_batch_is_a_user_error():
+    with pytest.raises(UserError, match="cannot fill one global batch of 64"):
+        ShardedBatches(50, 32, 0, 2, seed=0)
+    assert len(ShardedBatches(50, 32, 0, 2, seed=0, drop_last=False)) == 1
+    with pytest.raises(ValueError):
+        ShardedBatches(50, 4, 2, 2, seed=0)
+
+
+def test_batch_sampler_gives_the_same_batches_through_a_dataloader():
+    data = TensorDataset(torch.arange(40) * 10)
+    sampler = ShardedBatchSampler(40, 4, 1, 2, seed=9)
+    loader = DataLoader(data, batch_sampler=sampler)
+    reference = ShardedBatches(40, 4, 1, 2, seed=9)
+    assert len(loader) == len(reference) == 5
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        got = [batch for (batch,) in loader]
+        want = [idx * 10 for idx in reference.epoch(epoch)]
+        assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+    assert not torch.equal(got[0], [idx * 10 for idx in reference.epoch(0)][0])
