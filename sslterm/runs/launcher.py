@@ -59,9 +59,9 @@ def accelerate_command(profile: Profile, run_dir: Path) -> list[str]:
     if la.num_machines > 1:
         cmd += ["--machine_rank", str(la.machine_rank), "--main_process_ip", la.main_process_ip,
                 "--same_network"]
-    if cpu:
-        cmd.append("--cpu")
-    elif la.gpu_ids != "all":
+    if cpu and world == 1:
+        cmd.append("--cpu")  # (several CPU processes: --multi_gpu falls back to gloo)
+    elif not cpu and la.gpu_ids != "all":
         cmd += ["--gpu_ids", la.gpu_ids]
     cmd += ["-m", "sslterm.train", str(run_dir)]
     return cmd
@@ -119,6 +119,8 @@ def _spawn(run: RunDir, profile: Profile) -> None:
     cmd = [sys.executable, "-m", "sslterm.runs.supervise", str(run.path), "--",
            *accelerate_command(profile, run.path)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if profile.launch.cpu:
+        env["CUDA_VISIBLE_DEVICES"] = ""
     if profile.launch.cpu or not _cuda_visible():
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(
             1, profile.launch.num_processes))))

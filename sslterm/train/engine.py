@@ -23,10 +23,12 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from sslterm.data.augment import BatchAugment, normalize
+from sslterm.data.augment import BatchAugment
+from sslterm.data.datasets import Transformed
+from sslterm.data.evalset import eval_batches
 from sslterm.data.registry import Splits, build_splits
 from sslterm.data.sampler import ShardedBatches
-from sslterm.data.transforms import TwoViews, eval_transform, simclr_view
+from sslterm.data.transforms import TwoViews, simclr_view
 from sslterm.errors import UserError
 from sslterm.eval.features import extract_features
 from sslterm.eval.knn import knn_accuracy
@@ -61,19 +63,6 @@ class History:
     epochs: list[dict[str, Any]] = field(default_factory=list)
     val: list[dict[str, Any]] = field(default_factory=list)
     probes: list[dict[str, Any]] = field(default_factory=list)
-
-
-class _TwoViewDataset(torch.utils.data.Dataset):
-    def __init__(self, base: torch.utils.data.Dataset, views: TwoViews) -> None:
-        self.base, self.views = base, views
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        img, label = self.base[i]
-        v1, v2 = self.views(img)
-        return v1, v2, label
 
 
 class _EpochBatches:
@@ -201,7 +190,7 @@ class Trainer:
             views = TwoViews(simclr_view(a, self.size, info.mean, info.std))
             workers = self.p.data.num_workers
             self.loader = torch.utils.data.DataLoader(
-                _TwoViewDataset(self.splits.train, views),
+                Transformed(self.splits.train, views),
                 batch_sampler=self.batch_source,
                 num_workers=workers,
                 persistent_workers=workers > 0,
@@ -221,30 +210,9 @@ class Trainer:
                 yield x1, x2, self.train_labels[idx].to(self.device, non_blocking=True)
         else:
             self.batch_source.batches = [b.tolist() for b in batches]
-            for x1, x2, y in self.loader:
+            for (x1, x2), y in self.loader:
                 yield (x1.to(self.device, non_blocking=True), x2.to(self.device, non_blocking=True),
                        y.to(self.device, non_blocking=True))
-
-    def eval_batches(self, split: str, indices: torch.Tensor):  # noqa: ANN201
-        bs = self.p.train.predict_batch_size
-        info = self.splits.info
-        if self.batched:
-            data = self.splits.tensors(split)
-            for chunk in indices.split(bs):
-                x = normalize(data.images[chunk].to(self.device), info.mean, info.std)
-                if x.shape[-1] != self.size or x.shape[-2] != self.size:
-                    x = torch.nn.functional.interpolate(
-                        x, size=(self.size, self.size), mode="bilinear", antialias=True,
-                        align_corners=False,
-                    )
-                yield x, data.labels[chunk]
-        else:
-            base = getattr(self.splits, split)
-            resize = None if info.small else int(self.size * 256 / 224)
-            tf = eval_transform(self.size, info.mean, info.std, resize=resize)
-            ds = torch.utils.data.Subset(_Transformed(base, tf), indices.tolist())
-            loader = torch.utils.data.DataLoader(ds, batch_size=bs, num_workers=self.p.data.num_workers)
-            yield from loader
 
     def features(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Frozen-encoder features of un-augmented images, sharded over ranks, gathered."""
@@ -252,8 +220,12 @@ class Trainer:
         idx = shard(n, self.rank, self.world)
         encoder = self.acc.unwrap_model(self.model).encoder
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.p.train.precision)
+        batches = eval_batches(
+            self.splits, split, idx, size=self.size, batch_size=self.p.train.predict_batch_size,
+            device=self.device, use_tensors=self.batched, num_workers=self.p.data.num_workers,
+        )
         feats, labels = extract_features(
-            encoder, self.eval_batches(split, idx), self.device,
+            encoder, batches, self.device,
             channels_last=self.memory_format == torch.channels_last, autocast_dtype=dtype,
         )
         if self.world > 1:
@@ -359,8 +331,8 @@ class Trainer:
                 pos.epoch, pos.step_in_epoch = epoch + 1, 0
         except StopRun:
             path = self.save_checkpoint(pos, complete_epoch=False)
-            self.emit("run_stopped", epoch=pos.epoch, step=pos.global_step, checkpoint=path)
             self.log(f"stopped at epoch {pos.epoch} step {pos.global_step}; resume continues here")
+            self.emit("run_stopped", epoch=pos.epoch, step=pos.global_step, checkpoint=path)
             return
         results = self.finish(pos)
         self.emit("run_finished", epoch=t.epochs - 1, step=pos.global_step, results=results)
@@ -507,18 +479,6 @@ class Trainer:
             results = build_results(self.p, self.history, self.run)
             atomic_write_text(self.run.results, json.dumps(results, indent=2) + "\n")
         return results
-
-
-class _Transformed(torch.utils.data.Dataset):
-    def __init__(self, base: torch.utils.data.Dataset, tf: Any) -> None:
-        self.base, self.tf = base, tf
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        img, label = self.base[i]
-        return self.tf(img), label
 
 
 def _local_loss(model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:
