@@ -9,6 +9,7 @@ ever reaches a shell.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -182,10 +183,8 @@ def kill_run(run: RunDir, sig: int = signal.SIGKILL) -> None:
         raise UserError(f"run {run.id} is not running ({state})")
     if sig == signal.SIGKILL:
         run.update_status(state="failed", error="killed by the user", ended=utc_now())
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(status["pgid"], sig)
-    except ProcessLookupError:
-        pass
 
 
 def resume_run(run: RunDir, overrides: Sequence[str] = ()) -> RunDir:

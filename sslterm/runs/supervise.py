@@ -9,6 +9,7 @@ graceful stop request (the STOP file).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -52,10 +53,8 @@ def error_summary(run: RunDir, exit_code: int) -> str:
         real = [e for e in first if "connection" not in e["error"].lower()] or first
         return f"rank {real[0]['rank']}: {real[0]['error']}"
     tail = []
-    try:
+    with contextlib.suppress(OSError):
         tail = [ln for ln in run.stdout.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        pass
     last = tail[-1][:300] if tail else ""
     return f"trainer exited with code {exit_code}" + (f": {last}" if last else "")
 

@@ -92,9 +92,16 @@ class Trainer:
         self.acc = Accelerator(
             mixed_precision=t.precision,
             gradient_accumulation_steps=t.accumulate,
-            cpu=profile.launch.cpu,
+            # Without a GPU, cpu=True is what makes a multi-process launch a gloo group.
+            cpu=profile.launch.cpu or not torch.cuda.is_available(),
         )
         self.main = self.acc.is_main_process
+        expected = int(os.environ.get("WORLD_SIZE", "1"))
+        if self.acc.num_processes != expected:
+            raise TrainingError(
+                f"launched {expected} processes but Accelerate formed a group of "
+                f"{self.acc.num_processes}; check the accelerate config / launch settings"
+            )
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         self.events: EventWriter | None = None  # opened after a resume has rewritten the log
         self.stop_requested = False

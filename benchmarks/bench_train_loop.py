@@ -1,0 +1,170 @@
+"""Training-loop throughput: sslterm's engine against a loop built from lightly's SimCLR pieces.
+
+Both loops train the same timm encoder (small-input stem) with the same global
+batch, precision and optimizer family on this machine's CPU, and both include
+producing two augmented views per image:
+
+- sslterm: the real ``Trainer`` (Accelerate, BatchAugment on uint8 tensors,
+  LARS, NT-Xent), timed over ``--steps`` optimizer steps of ``train_epoch``.
+- reference: lightly's ``SimCLRTransform`` in a DataLoader with the same number
+  of workers as torch threads, ``SimCLRProjectionHead``, ``NTXentLoss``, lightly's
+  ``LARS``, a plain PyTorch loop.
+
+A second pair of numbers times the model step alone (forward, loss, backward,
+optimizer) on fixed tensors, so data-pipeline gains and loop overhead are seen
+apart. Prints images/s (each image = two views) and the ratios.
+
+    python benchmarks/bench_train_loop.py [--data /tmp/cifar10] [--steps 5] [--batch 128]
+
+Needs the benchmark extra: ``pip install -e ".[bench]"`` (lightly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def make_profile(args: argparse.Namespace, out: Path) -> str:
+    data = (f'dataset = "imagefolder"\nroot = "{args.data}"\ndownload = false\n' if args.data
+            else 'dataset = "synthetic"\nsynthetic_size = 2048\n')
+    return f"""
+name = "bench"
+[data]
+{data}image_size = 32
+num_workers = 0
+augment = "auto"
+[augment]
+blur = false
+[model]
+encoder = "{args.encoder}"
+small_stem = "on"
+projector_hidden_dim = 512
+projector_dim = 128
+temperature = 0.5
+[train]
+epochs = 1
+batch_size = {args.batch}
+optimizer = "lars"
+base_lr = 0.3
+lr_scaling = "none"
+warmup_epochs = 0
+precision = "no"
+channels_last = false
+max_steps_per_epoch = {args.steps + 1}
+log_every = 1000
+val_interval = 0
+online_probe = false
+[probe]
+enabled = false
+[launch]
+cpu = true
+output_dir = "{out}"
+"""
+
+
+def bench_sslterm(args: argparse.Namespace) -> tuple[float, float]:
+    from sslterm.profile.load import validate_text
+    from sslterm.runs.store import RunDir
+    from sslterm.train.engine import Position, Trainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = RunDir(Path(tmp) / "run")
+        run.path.mkdir()
+        text = make_profile(args, Path(tmp))
+        (run.path / "profile.toml").write_text(text)
+        trainer = Trainer(run, validate_text(text, "bench.toml"))
+        trainer.setup()
+        trainer.steps_per_epoch = 1
+        trainer.train_epoch(0, Position())  # warm-up step
+        trainer.steps_per_epoch = args.steps
+        start = time.perf_counter()
+        trainer.train_epoch(1, Position(epoch=1, global_step=1))
+        loop = args.steps * args.batch / (time.perf_counter() - start)
+
+        model = trainer.model
+        x1, x2 = next(trainer.epoch_batches(2, 0))[:2]
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            out = model(x1, x2)
+            out["loss"].backward()
+            trainer.opt.step()
+            trainer.opt.zero_grad(set_to_none=True)
+        step = args.steps * args.batch / (time.perf_counter() - start)
+    return loop, step
+
+
+def bench_lightly(args: argparse.Namespace) -> tuple[float, float]:
+    import timm
+    import torchvision
+    from lightly.loss import NTXentLoss
+    from lightly.models.modules import SimCLRProjectionHead
+    from lightly.transforms import SimCLRTransform
+    from lightly.utils.lars import LARS
+
+    from sslterm.models.encoder import apply_small_stem
+
+    transform = SimCLRTransform(input_size=32, cj_strength=0.5, gaussian_blur=0.0,
+                                min_scale=0.08)
+    if args.data:
+        dataset = torchvision.datasets.ImageFolder(Path(args.data) / "train", transform=transform)
+    else:
+        dataset = torchvision.datasets.FakeData(2048, (3, 32, 32), 10, transform=transform)
+    workers = torch.get_num_threads()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, shuffle=True,
+                                         drop_last=True, num_workers=workers,
+                                         persistent_workers=True)
+    encoder = apply_small_stem(timm.create_model(args.encoder, num_classes=0))
+    model = torch.nn.Sequential(encoder, SimCLRProjectionHead(encoder.num_features, 512, 128))
+    criterion = NTXentLoss(temperature=0.5)
+    opt = LARS(model.parameters(), lr=0.3, momentum=0.9, weight_decay=1e-6)
+
+    def step(x0: torch.Tensor, x1: torch.Tensor) -> None:
+        z = model(torch.cat([x0, x1]))
+        loss = criterion(z[: len(x0)], z[len(x0):])
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    batches = iter(loader)
+    (x0, x1), _ = next(batches)
+    step(x0, x1)  # warm-up
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        (x0, x1), _ = next(batches)
+        step(x0, x1)
+    loop = args.steps * args.batch / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step(x0, x1)
+    only = args.steps * args.batch / (time.perf_counter() - start)
+    return loop, only
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="image folder with train/<class>/ (e.g. extracted CIFAR-10)")
+    parser.add_argument("--encoder", default="resnet18")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"{args.encoder} (small stem), batch {args.batch}, fp32, {args.steps} steps, "
+          f"{args.threads} threads, data: {args.data or 'synthetic'}")
+    ours_loop, ours_step = bench_sslterm(args)
+    ref_loop, ref_step = bench_lightly(args)
+    print(f"{'':28}{'sslterm':>12}{'lightly ref':>14}{'ratio':>8}")
+    print(f"{'full loop (img/s)':28}{ours_loop:12.1f}{ref_loop:14.1f}{ours_loop / ref_loop:8.2f}x")
+    print(f"{'model step only (img/s)':28}{ours_step:12.1f}{ref_step:14.1f}"
+          f"{ours_step / ref_step:8.2f}x")
+    print("target: full loop >= 1.0x")
+
+
+if __name__ == "__main__":
+    main()
