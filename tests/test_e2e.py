@@ -11,9 +11,15 @@ from safetensors.torch import load_file
 pytestmark = pytest.mark.slow
 
 
-def test_smoke_run_leaves_a_complete_run_directory(tmp_path):
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("smoke")
     out = sslterm("-o", str(tmp_path / "runs"), "run", str(SMOKE), cwd=tmp_path, check=True)
-    run = only_run(tmp_path / "runs")
+    return tmp_path, only_run(tmp_path / "runs"), out
+
+
+def test_smoke_run_leaves_a_complete_run_directory(smoke):
+    tmp_path, run, out = smoke
     assert "finished" in out.stdout
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "finished" and status["exit_code"] == 0
@@ -60,3 +66,36 @@ def test_stop_then_resume_continues_the_event_log(tmp_path):
     starts = [e for e in evs if e["kind"] == "run_started"]
     assert [s["resumed"] for s in starts] == [False, True]
     assert starts[1]["start_step"] == stopped_at
+
+
+def test_features_export_loads_into_timm_and_probe_reads_it(smoke):
+    import timm
+    import torch
+
+    from sslterm.data.augment import normalize
+    from sslterm.data.registry import build_splits
+    from sslterm.profile.load import load_profile
+
+    tmp_path, run, _ = smoke
+    sslterm("-o", str(tmp_path / "runs"), "features", run.name, cwd=tmp_path, check=True)
+    meta = json.loads((run / "features" / "meta.json").read_text())
+    assert meta["encoder"] == "test_resnet" and meta["checkpoint"].startswith("checkpoints/")
+    feats = load_file(run / "features" / "features.safetensors")
+    assert feats["test_features"].shape == (meta["splits"]["test"], meta["feature_dim"])
+
+    model = timm.create_model("test_resnet", num_classes=0)
+    model.load_state_dict(load_file(run / "features" / "encoder.safetensors"))
+    model.eval()
+    profile = load_profile(run / "profile.toml")
+    splits = build_splits(profile.data, profile.train.seed)
+    test = splits.tensors("test")
+    with torch.inference_mode():
+        again = model(normalize(test.images, meta["mean"], meta["std"]))
+    assert torch.allclose(again, feats["test_features"], atol=1e-5)
+    assert torch.equal(test.labels, feats["test_labels"])
+
+    out = sslterm("-o", str(tmp_path / "runs"), "probe", run.name, "--set", "probe.epochs=5",
+                  cwd=tmp_path, check=True)
+    assert "linear probe (5 epochs" in out.stdout and "kNN" in out.stdout
+    results = json.loads((run / "features" / "probe-results.json").read_text())
+    assert 0 <= results["linear"]["test"]["top1"] <= 100

@@ -41,6 +41,7 @@ from sslterm.runs import checkpoints as ckpt
 from sslterm.runs.events import EventWriter, truncate_after_checkpoint
 from sslterm.runs.store import RunDir, atomic_write_text
 from sslterm.train.optim import build_optimizer, lr_at, param_groups, scaled_lr
+from sslterm.train.schedule import checkpoint_due, probe_due, val_due
 
 
 class StopRun(Exception):
@@ -404,12 +405,11 @@ class Trainer:
 
     def after_epoch(self, epoch: int, pos: Position) -> None:
         t, pr = self.p.train, self.p.probe
-        last = epoch == t.epochs - 1
-        if t.val_interval and ((epoch + 1) % t.val_interval == 0 or last):
+        if val_due(epoch, t.epochs, t.val_interval):
             self.validate(epoch, pos)
-        if pr.enabled and (last or (pr.interval and epoch % pr.interval == 0)):
+        if probe_due(epoch, t.epochs, pr.interval, pr.enabled):
             self.linear_probe(epoch, pos)
-        if (t.checkpoint_interval and (epoch + 1) % t.checkpoint_interval == 0) or last:
+        if checkpoint_due(epoch, t.epochs, t.checkpoint_interval):
             self.save_checkpoint(Position(epoch + 1, 0, pos.global_step), complete_epoch=True)
         if self.agree_to_stop():
             pos.epoch, pos.step_in_epoch = epoch + 1, 0
