@@ -99,3 +99,15 @@ def test_features_export_loads_into_timm_and_probe_reads_it(smoke):
     assert "linear probe (5 epochs" in out.stdout and "kNN" in out.stdout
     results = json.loads((run / "features" / "probe-results.json").read_text())
     assert 0 <= results["linear"]["test"]["top1"] <= 100
+
+
+def test_cpu_dataloader_path(tmp_path):
+    """The per-sample DataLoader path (large images, or data.augment = "cpu")."""
+    sslterm("-o", str(tmp_path / "runs"), "run", str(SMOKE), "data.augment=cpu",
+            "train.epochs=1", "probe.epochs=2", cwd=tmp_path, check=True)
+    run = only_run(tmp_path / "runs")
+    evs = events(run)
+    assert next(e for e in evs if e["kind"] == "run_started")["augment"] == "cpu"
+    val = next(e for e in evs if e["kind"] == "val")
+    assert val["loss"] > 0 and 0 <= val["top1"] <= 100 and val["knn_top1"] is not None
+    assert state(run) == "finished"

@@ -142,9 +142,11 @@ class Trainer:
         method = get_method(p.model.method)
         model = method(encoder, self.feature_dim, head, p.model.temperature,
                        num_classes=info.num_classes if t.online_probe else 0)
-        if p.model.sync_batchnorm and self.world > 1:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.device = self.acc.device
+        if p.model.sync_batchnorm and self.world > 1:
+            if self.device.type == "cpu":
+                raise UserError("model.sync_batchnorm: PyTorch's SyncBatchNorm runs on GPUs only")
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.memory_format = (
             torch.channels_last if t.channels_last and self.device.type == "cuda"
             else torch.contiguous_format
@@ -415,6 +417,24 @@ class Trainer:
             pos.epoch, pos.step_in_epoch = epoch + 1, 0
             raise StopRun
 
+    def val_views(self, idx: torch.Tensor, bs: int):  # noqa: ANN201 - generator
+        """Two augmented views of held-out images, the same every validation (fixed seed)."""
+        if self.batched:
+            data = self.splits.tensors("val")
+            gen = torch.Generator(device=self.device).manual_seed(self.p.train.seed + 7)
+            for chunk in idx.split(bs):
+                if len(chunk) >= 2:
+                    yield self.augment(data.images[chunk].to(self.device), generator=gen)
+            return
+        info = self.splits.info
+        views = TwoViews(simclr_view(self.p.augment, self.size, info.mean, info.std))
+        dataset = torch.utils.data.Subset(Transformed(self.splits.val, views), idx.tolist())
+        with torch.random.fork_rng():
+            torch.manual_seed(self.p.train.seed + 7)
+            for (x1, x2), _ in torch.utils.data.DataLoader(dataset, batch_size=bs):
+                if len(x1) >= 2:
+                    yield x1.to(self.device), x2.to(self.device)
+
     @torch.no_grad()
     def validate(self, epoch: int, pos: Position) -> None:
         """SSL loss and contrastive top-1/5 on the held-out split, kNN on frozen features."""
@@ -425,21 +445,15 @@ class Trainer:
         model.eval()
         info = self.splits.info
         n = len(self.splits.val)
-        idx = shard(n, self.rank, self.world)
-        bs = min(self.per_rank, len(idx))
+        idx = torch.unique_consecutive(shard(n, self.rank, self.world))  # no padded repeats
         totals = torch.zeros(4, device=self.device)
-        gen = torch.Generator(device=self.device).manual_seed(self.p.train.seed + 7)
-        if self.batched:
-            data = self.splits.tensors("val")
-            for chunk in idx.split(bs):
-                if len(chunk) < 2:
-                    continue
-                x1, x2 = self.augment(data.images[chunk].to(self.device), generator=gen)
-                with self.acc.autocast():
-                    out = _local_loss(model, x1, x2)
-                m = type(model).metrics(out)
-                totals += torch.stack([out["ssl_loss"].float() * len(chunk), m["top1"] * len(chunk),
-                                       m["top5"] * len(chunk), torch.tensor(float(len(chunk)), device=self.device)])
+        for x1, x2 in self.val_views(idx, min(self.per_rank, len(idx))):
+            with self.acc.autocast():
+                out = _local_loss(model, x1, x2)
+            m = type(model).metrics(out)
+            b = float(len(x1))
+            totals += torch.stack([out["ssl_loss"].float() * b, m["top1"] * b, m["top5"] * b,
+                                   torch.tensor(b, device=self.device)])
         totals = self.acc.reduce(totals, "sum")
         record: dict[str, Any] = {"epoch": epoch, "step": pos.global_step}
         if totals[3] > 0:
