@@ -1,0 +1,437 @@
+"""Batched SimCLR augmentation: two views of a whole uint8 batch in a few tensor ops.
+
+The per-sample torchvision pipeline (``transforms.simclr_view``) is the reference:
+this module draws the same per-sample random parameters, vectorised, and applies
+them to the whole batch, so a GPU-resident dataset never leaves the device and the
+CPU path avoids per-image Python work.
+
+Per view, in the reference's order: random resized crop (a plain resize when
+``crop`` is off) and horizontal flip, done as one separable bilinear resample (two
+batched matmuls with per-sample weight matrices: PIL/torchvision's antialiased
+bilinear, restricted to the crop box); random rotation; colour jitter in a random
+order per sample; grayscale; optional Gaussian blur; normalisation.
+
+One code path for CPU and CUDA: parameters are drawn on the generator's device
+(the images' device without one) and moved to the images, so a CPU generator gives
+the same views on either device. On CPU the batch is processed in chunks that stay
+in cache; chunking never changes the result, since all parameters are drawn first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+
+from sslterm.profile.schema import AugmentConfig
+
+# ITU-R 601-2 luma, as PIL uses; sums to 1 so gray(gray(x)) == gray(x).
+_LUMA = (0.299, 0.587, 0.114)
+# Colour-jitter operations, numbered as in torchvision's ColorJitter.
+BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
+BLUR_SIGMA = (0.1, 2.0)
+_CROP_TRIES = 10
+# Views per CPU thread in one chunk: each temporary (12 KB per view at 32 px) stays
+# in cache, and the per-op overhead is amortised. A multiple of 4 (see JitterParams).
+CPU_CHUNK = 128
+
+
+def _device(generator: torch.Generator | None, device: torch.device | str | None) -> torch.device:
+    """Random numbers come from the generator's device, so one seed gives one stream."""
+    if generator is not None:
+        return generator.device
+    return torch.device(device if device is not None else "cpu")
+
+
+def _rand(
+    shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str | None
+) -> torch.Tensor:
+    return torch.rand(shape, generator=generator, device=_device(generator, device))
+
+
+def _uniform(
+    shape: tuple[int, ...],
+    low: float,
+    high: float,
+    generator: torch.Generator | None,
+    device: torch.device | str | None,
+) -> torch.Tensor:
+    return _rand(shape, generator, device).mul_(high - low).add_(low)
+
+
+def sample_bernoulli(
+    n: int,
+    p: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Per-sample coin flips (flip, grayscale, ...) as a bool tensor [n]."""
+    return _rand((n,), generator, device) < p
+
+
+def _fallback_box(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, int, int, int]:
+    """torchvision's centre crop when no try fits: the whole image clamped to the ratio range."""
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        w, h = int(round(height * max(ratio))), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def sample_crop_boxes(
+    n: int,
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Integer crop boxes (top, left, h, w) [n, 4] with RandomResizedCrop.get_params' law.
+
+    All ten tries per sample are drawn at once: area fraction uniform in ``scale``,
+    aspect ratio log-uniform in ``ratio``; the first try that fits wins, else the
+    centre-crop fallback. Rounding follows torchvision (float32 draws, float64 sizes).
+    """
+    area = _uniform((n, _CROP_TRIES), *scale, generator, device).double() * (height * width)
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    aspect = _uniform((n, _CROP_TRIES), *log_ratio, generator, device).exp_().double()
+    w = (area * aspect).sqrt_().round_()
+    h = (area / aspect).sqrt_().round_()
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # the first try that fits
+    found = fits.any(dim=1)
+    top0, left0, h0, w0 = _fallback_box(height, width, ratio)
+    h = torch.where(found, h.gather(1, first).squeeze(1), h0)
+    w = torch.where(found, w.gather(1, first).squeeze(1), w0)
+    u = _rand((n, 2), generator, device).double()
+    top = torch.where(found, (u[:, 0] * (height - h + 1)).floor_().clamp_(max=height - h), top0)
+    left = torch.where(found, (u[:, 1] * (width - w + 1)).floor_().clamp_(max=width - w), left0)
+    return torch.stack((top, left, h, w), dim=1).long()
+
+
+def sample_rotation(
+    n: int,
+    p: float,
+    degrees: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Angles in degrees [n]: uniform in [-degrees, degrees] with probability p, else 0."""
+    angle = _uniform((n,), -degrees, degrees, generator, device)
+    return angle * sample_bernoulli(n, p, generator, device)
+
+
+def sample_blur_sigma(
+    n: int,
+    p: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Gaussian-blur sigmas [n]: uniform in BLUR_SIGMA with probability p, else 0 (no blur)."""
+    sigma = _uniform((n,), *BLUR_SIGMA, generator, device)
+    return sigma * sample_bernoulli(n, p, generator, device)
+
+
+def jitter_ranges(strength: float) -> tuple[tuple[float, float], ...]:
+    """Factor ranges (brightness, contrast, saturation, hue) of ColorJitter(0.8s, 0.8s, 0.8s, 0.2s)."""
+    blend = (max(0.0, 1.0 - 0.8 * strength), 1.0 + 0.8 * strength)
+    return blend, blend, blend, (-0.2 * strength, 0.2 * strength)
+
+
+@dataclass(frozen=True)
+class JitterParams:
+    """Per-sample colour-jitter parameters for the samples of a shuffled batch.
+
+    factors: [n, 4] brightness, contrast, saturation factors and hue shift (in turns);
+        identity (1, 1, 1, 0) where the jitter is not applied.
+    order: [n, 4] the operation (BRIGHTNESS..HUE) each sample applies at each stage.
+        Sample i takes its hue step at stage i % 4, so the costly hue conversion runs
+        once per sample on a fixed strided slice -- no index lists, no host sync.
+        BatchAugment shuffles the batch first, so every sample's order is uniform
+        over all 24 permutations, as with torchvision's per-call ``randperm(4)``.
+    applied: [n] bool, whether the jitter was drawn for the sample at all.
+    """
+
+    factors: torch.Tensor
+    order: torch.Tensor
+    applied: torch.Tensor
+
+
+def sample_jitter(
+    n: int,
+    strength: float,
+    p: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> JitterParams:
+    """ColorJitter(0.8s, 0.8s, 0.8s, 0.2s) applied with probability p: factors and order.
+
+    Brightness, contrast and saturation take the three stages the hue step leaves
+    free, in an independent uniformly random order per sample.
+    """
+    dev = _device(generator, device)
+    factors = torch.stack(
+        [_uniform((n,), lo, hi, generator, dev) for lo, hi in jitter_ranges(strength)], dim=1
+    )
+    applied = sample_bernoulli(n, p, generator, dev)
+    identity = torch.tensor([1.0, 1.0, 1.0, 0.0], device=dev)
+    factors = torch.where(applied[:, None], factors, identity)
+
+    others = _rand((n, 3), generator, dev).argsort(dim=1)  # random order of B, C, S
+    hue_stage = torch.arange(n, device=dev)[:, None] % 4
+    stage = torch.arange(4, device=dev).expand(n, 4)
+    rank = (stage - (stage > hue_stage).long()).clamp_(max=2)
+    order = torch.where(stage == hue_stage, HUE, others.gather(1, rank))
+    return JitterParams(factors, order, applied)
+
+
+@dataclass(frozen=True)
+class ViewParams:
+    """Everything random about a batch of views, one row per view (sliceable into chunks)."""
+
+    source: torch.Tensor  # [n] output slot: i is view 1 of image i, B + i its view 2
+    boxes: torch.Tensor  # [n, 4] crop (top, left, h, w)
+    flip: torch.Tensor  # [n] bool
+    angle: torch.Tensor  # [n] rotation, degrees
+    jitter: JitterParams
+    gray: torch.Tensor  # [n] bool
+    sigma: torch.Tensor  # [n] blur sigma, 0 = none
+
+    def to(self, device: torch.device) -> ViewParams:
+        return _map(self, lambda t: t.to(device))
+
+    def __getitem__(self, index: slice) -> ViewParams:
+        return _map(self, lambda t: t[index])
+
+
+def _map(
+    params: ViewParams | JitterParams, fn: Callable[[torch.Tensor], torch.Tensor]
+) -> ViewParams | JitterParams:
+    """Apply fn to every tensor of a (nested) parameter dataclass."""
+    values = {}
+    for field in fields(params):
+        value = getattr(params, field.name)
+        values[field.name] = _map(value, fn) if isinstance(value, JitterParams) else fn(value)
+    return type(params)(**values)
+
+
+def sample_views(
+    cfg: AugmentConfig,
+    batch: int,
+    height: int,
+    width: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> ViewParams:
+    """Parameters for two views of each of ``batch`` images, in a random order of the 2*batch views."""
+    n, dev = 2 * batch, _device(generator, device)
+    if cfg.crop:
+        boxes = sample_crop_boxes(n, height, width, cfg.crop_scale, cfg.crop_ratio, generator, dev)
+    else:
+        boxes = torch.tensor([0, 0, height, width], device=dev).expand(n, 4)
+    return ViewParams(
+        source=torch.randperm(n, generator=generator, device=dev),
+        boxes=boxes,
+        flip=sample_bernoulli(n, cfg.flip_p, generator, dev),
+        angle=sample_rotation(n, cfg.rotation_p, cfg.rotation_degrees, generator, dev),
+        jitter=sample_jitter(n, cfg.color_strength, cfg.color_p, generator, dev),
+        gray=sample_bernoulli(n, cfg.grayscale_p, generator, dev),
+        sigma=sample_blur_sigma(n, cfg.blur_p if cfg.blur else 0.0, generator, dev),
+    )
+
+
+def resize_weights(
+    start: torch.Tensor, length: torch.Tensor, in_size: int, out_size: int
+) -> torch.Tensor:
+    """Per-sample resampling matrices [n, out_size, in_size] for a crop along one axis.
+
+    The bilinear (triangle) filter of PIL and torchvision's antialiased resize: support
+    widened by the downscale factor, taps limited to the crop, weights normalised. For
+    upscaling this is plain bilinear with half-pixel centres.
+    """
+    scale = (length / out_size).view(-1, 1, 1)
+    centre = (
+        start.view(-1, 1, 1)
+        + (torch.arange(out_size, device=start.device) + 0.5).view(1, -1, 1) * scale
+    )
+    pixel = (torch.arange(in_size, device=start.device) + 0.5).view(1, 1, -1)
+    weight = (1 - (pixel - centre).abs_() / scale.clamp(min=1)).clamp_(min=0)
+    inside = (pixel > start.view(-1, 1, 1)) & (pixel < (start + length).view(-1, 1, 1))
+    weight = weight * inside
+    return weight / weight.sum(dim=2, keepdim=True)
+
+
+def resized_crop(
+    x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int, gain: float = 1.0
+) -> torch.Tensor:
+    """Crop each sample to its box, resize to size x size, mirror where flip; times gain.
+
+    Separable: rows = Wy @ x @ Wx^T with per-sample weights, flip folded into Wx.
+    """
+    n, c, height, width = x.shape
+    top, left, h, w = boxes.to(torch.float32).unbind(dim=1)
+    wy = resize_weights(top, h, height, size) * gain
+    wx = resize_weights(left, w, width, size)
+    wx = torch.where(flip.view(-1, 1, 1), wx.flip(1), wx)
+    rows = torch.bmm(x.reshape(n, c * height, width), wx.transpose(1, 2))  # [n, c*H, size]
+    wy = wy.unsqueeze(1).expand(n, c, size, height).reshape(n * c, size, height)
+    return torch.bmm(wy, rows.view(n * c, height, size)).view(n, c, size, size)
+
+
+def rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Rotate each sample about its centre (bilinear, black outside), like RandomRotation(fill=0)."""
+    rad = degrees.to(x.dtype).deg2rad()
+    cos, sin, zero = rad.cos(), rad.sin(), torch.zeros_like(rad)
+    theta = torch.stack((cos, -sin, zero, sin, cos, zero), dim=1).view(-1, 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    r, g, b = x.unbind(dim=1)
+    return r.mul(_LUMA[0]).add_(g, alpha=_LUMA[1]).add_(b, alpha=_LUMA[2]).unsqueeze(1)
+
+
+def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the HSV hue of [n, 3, H, W] images in [0, 1] by shift [n] turns.
+
+    A hue shift keeps each pixel's max and min and moves its hue h (in sixths, ties
+    resolved R, G, B like torchvision); channel c comes back as
+    min + (max - min) * clamp(||h - c| - 3| - 1, 0, 1) with c = 0, 2, 4 for R, G, B
+    (full within one sixth of its own hue, falling to min over the next): no HSV image.
+    """
+    r, g, b = x.unbind(dim=1)
+    maxc = torch.maximum(torch.maximum(r, g), b)
+    minc = torch.minimum(torch.minimum(r, g), b)
+    span = maxc - minc
+    is_r = maxc == r
+    is_g = (maxc == g) & ~is_r
+    is_b = ~(is_r | is_g)
+    hue = (g - b) * is_r + (b - r + 2 * span) * is_g + (r - g + 4 * span) * is_b
+    hue = hue.div_(span.clamp(min=1e-12)).add_(6 * shift.view(-1, 1, 1)).remainder_(6)
+    centres = torch.tensor([0.0, 2.0, 4.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    level = (hue.unsqueeze(1) - centres).abs_().sub_(3).abs_().sub_(1).clamp_(0, 1)
+    return level.mul_(span.unsqueeze(1)).add_(minc.unsqueeze(1))
+
+
+def color_jitter(x: torch.Tensor, params: JitterParams) -> torch.Tensor:
+    """Apply sampled jitter to [n, 3, H, W] images in [0, 1], each sample in its own order.
+
+    Brightness, contrast and saturation are each clamp(f * x + (1 - f) * ref) with
+    ref = 0, the mean gray level or the gray image, so one pass per stage applies
+    whichever of the three each sample has there (f = 1 where the stage is hue).
+    Works in place on x. ``params`` must start at a sample index divisible by 4.
+    """
+    n = x.shape[0]
+    ones = torch.ones_like(params.factors[:, :1])
+    blend = torch.cat((params.factors[:, :3], ones), dim=1)
+    shift = params.factors[:, HUE]
+    for stage in range(4):
+        op = params.order[:, stage : stage + 1]
+        factor = blend.gather(1, op).view(n, 1, 1, 1)
+        gray = _gray(x)
+        mean_gray = gray.mean(dim=(2, 3), keepdim=True)
+        is_contrast = (op == CONTRAST).view(n, 1, 1, 1)
+        is_saturation = (op == SATURATION).view(n, 1, 1, 1)
+        ref = torch.addcmul(mean_gray * is_contrast, gray, is_saturation)
+        x = x.lerp_(ref, 1 - factor).clamp_(0, 1)
+        x[stage::4] = adjust_hue(x[stage::4], shift[stage::4])
+    return x
+
+
+def grayscale(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Replace masked samples by their luma in all three channels (in place)."""
+    return x.lerp_(_gray(x), mask.to(x.dtype).view(-1, 1, 1, 1))
+
+
+def blur_kernel_size(size: int) -> int:
+    """Odd kernel about 10% of the image size (3 at 32 px, 23 at 224 px), as in SimCLR."""
+    return max(3, int(0.1 * size) // 2 * 2 + 1)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Separable Gaussian blur with a per-sample sigma [n]; sigma 0 leaves a sample as is.
+
+    Reflect padding as in torchvision; one grouped convolution per axis for the batch.
+    """
+    n, c, h, w = x.shape
+    radius = kernel_size // 2
+    offset = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    sig = sigma.to(x.dtype).view(n, 1)
+    kernel = torch.exp(-(offset**2) / (2 * sig.clamp(min=1e-3) ** 2))
+    kernel = torch.where(sig > 0, kernel, (offset == 0).to(x.dtype))
+    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)
+    out = F.pad(x, (radius,) * 4, mode="reflect").view(1, n * c, h + 2 * radius, w + 2 * radius)
+    out = F.conv2d(out, kernel.view(n * c, 1, kernel_size, 1), groups=n * c)
+    out = F.conv2d(out, kernel.view(n * c, 1, 1, kernel_size), groups=n * c)
+    return out.view(n, c, h, w)
+
+
+def _normalizer(
+    mean: Sequence[float], std: Sequence[float], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, bias) so that (x - mean) / std == x * scale + bias, shaped [1, C, 1, 1]."""
+    scale = 1.0 / torch.tensor(std, dtype=torch.float32, device=device)
+    bias = -torch.tensor(mean, dtype=torch.float32, device=device) * scale
+    return scale.view(1, -1, 1, 1), bias.view(1, -1, 1, 1)
+
+
+def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 [B, C, H, W] -> float32 (x / 255 - mean) / std on the images' device, for evaluation."""
+    scale, bias = _normalizer(mean, std, images.device)
+    return torch.addcmul(bias, images.float(), scale / 255.0)
+
+
+class BatchAugment(torch.nn.Module):
+    """Two independently augmented, normalised float32 views of a uint8 image batch."""
+
+    def __init__(
+        self, cfg: AugmentConfig, size: int, mean: Sequence[float], std: Sequence[float]
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.size = size
+        scale, bias = _normalizer(mean, std, torch.device("cpu"))
+        self.register_buffer("scale", scale, persistent=False)
+        self.register_buffer("bias", bias, persistent=False)
+
+    def forward(
+        self, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """images: uint8 [B, 3, H, W] on any device -> two float32 [B, 3, size, size] there."""
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(
+                f"expected uint8 images [B, 3, H, W], got {images.dtype} {tuple(images.shape)}"
+            )
+        batch, _, height, width = images.shape
+        dev = images.device
+        params = sample_views(self.cfg, batch, height, width, generator, dev).to(dev)
+        n = 2 * batch
+        out = torch.empty((n, 3, self.size, self.size), device=dev)
+        chunk = CPU_CHUNK * torch.get_num_threads() if dev.type == "cpu" else n
+        for start in range(0, n, chunk):
+            part = params[start : start + chunk]
+            out.index_copy_(0, part.source, self._views(images, part))
+        return out[:batch], out[batch:]
+
+    def _views(self, images: torch.Tensor, params: ViewParams) -> torch.Tensor:
+        """Normalised views for one chunk of views (rows of a shuffled 2*B batch)."""
+        cfg = self.cfg
+        x = images.index_select(0, params.source % images.shape[0]).float()
+        x = resized_crop(x, params.boxes, params.flip, self.size, gain=1 / 255)
+        if cfg.rotation_p > 0 and cfg.rotation_degrees > 0:
+            x = rotate(x, params.angle)
+        if cfg.color_strength > 0 and cfg.color_p > 0:
+            x = color_jitter(x, params.jitter)
+        if cfg.grayscale_p > 0:
+            x = grayscale(x, params.gray)
+        if cfg.blur and cfg.blur_p > 0:
+            x = gaussian_blur(x, params.sigma, blur_kernel_size(self.size))
+        return x.mul_(self.scale.to(x.device)).add_(self.bias.to(x.device))
