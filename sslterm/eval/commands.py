@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from sslterm.errors import UserError
 from sslterm.profile.load import load_profile
-from sslterm.profile.schema import Profile, ProbeConfig
+from sslterm.profile.schema import ProbeConfig, Profile
 from sslterm.runs import checkpoints as ckpt
 from sslterm.runs.store import RunDir, atomic_write_text, find_run
 
