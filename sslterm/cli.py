@@ -203,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             from sslterm.tui.serve import serve
 
-            return serve(host=args.host, port=args.port) or 0
+            return serve(host=args.host, port=args.port, output_dir=_output_dir(args)) or 0
         if args.command == "slurm":
             from sslterm.runs.slurm import cmd_slurm
 

@@ -62,5 +62,5 @@ def test_warmup_then_cosine():
     assert lr_at(100, total, warm, peak) == pytest.approx(0.0, abs=1e-12)
     assert lr_at(100, total, warm, peak, min_ratio=0.1) == pytest.approx(0.2)
     values = [lr_at(s, total, warm, peak) for s in range(10, 100)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(a >= b for a, b in zip(values[:-1], values[1:], strict=True))
     assert lr_at(0, total, 0, peak) == pytest.approx(peak)

@@ -28,6 +28,7 @@ from sslterm.errors import ProfileError
 from sslterm.profile.schema import Profile
 
 FieldKind = Literal["bool", "int", "float", "str", "choice", "pair"]
+_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,6 @@ def set_value(doc: TOMLDocument, key: str, value: Any) -> None:
     if get_value(node, leaf, _MISSING) == value and type(get_value(node, leaf)) is type(value):
         return  # unchanged: keep the user's spelling (1e-6 vs 0.000001)
     node[leaf] = value
-
-
-_MISSING = object()
 
 
 def dumps(doc: TOMLDocument) -> str:

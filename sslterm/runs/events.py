@@ -154,11 +154,15 @@ def iter_kind(events: list[dict[str, Any]], kind: str) -> Iterator[dict[str, Any
 _REDONE = {"step", "epoch", "val", "probe", "checkpoint"}
 
 
-def truncate_after_checkpoint(run_dir: Path | str, checkpoint: str | None) -> int:
+def truncate_after_checkpoint(
+    run_dir: Path | str, checkpoint: str | None, step: int | None = None
+) -> int:
     """Before a resume: drop the progress events written after ``checkpoint``'s own
     event (that work is redone), keeping logs and earlier stop/failure records.
-    ``None`` (no checkpoint: start over) drops every progress event. The file is
-    replaced atomically; returns how many events were dropped."""
+    ``None`` (no checkpoint: start over) drops every progress event. A checkpoint
+    committed without its event (the trainer was killed in between) keeps the
+    progress up to its global ``step``. The file is replaced atomically; returns
+    how many events were dropped."""
     path = Path(run_dir) / EVENTS_FILE
     if not path.exists():
         return 0
@@ -172,6 +176,14 @@ def truncate_after_checkpoint(run_dir: Path | str, checkpoint: str | None) -> in
             except ValueError:
                 continue
             if event.get("kind") == "checkpoint" and event.get("path", "").endswith(checkpoint):
+                cut = n + 1
+    if checkpoint is not None and cut == 0 and step is not None:
+        for n, line in enumerate(lines):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("kind") in _REDONE and (event.get("step") or 0) <= step:
                 cut = n + 1
     kept, dropped = lines[:cut], 0
     for line in lines[cut:]:

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -126,10 +127,12 @@ def _spawn(run: RunDir, profile: Profile) -> None:
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(
             1, profile.launch.num_processes))))
     with open(run.stdout, "ab") as log:
-        subprocess.Popen(
+        child = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, env=env, cwd=os.getcwd(), close_fds=True,
         )
+    # Reap the supervisor when it ends, so a long-lived caller (the app) keeps no zombies.
+    threading.Thread(target=child.wait, daemon=True).start()
 
 
 def create_run(profile: Profile, output_dir: str | None = None) -> RunDir:

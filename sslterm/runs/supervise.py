@@ -59,15 +59,18 @@ def error_summary(run: RunDir, exit_code: int) -> str:
     return f"trainer exited with code {exit_code}" + (f": {last}" if last else "")
 
 
-def final_state(run: RunDir, exit_code: int) -> tuple[str, str]:
+def final_state(run: RunDir, exit_code: int, signalled: bool = False) -> tuple[str, str]:
+    """``signalled``: the supervisor itself got SIGTERM/SIGINT/SIGHUP (a scheduler signals the
+    whole process group, so ``accelerate launch`` may die of it while the ranks stop cleanly)."""
     kinds = [e["kind"] for e in read_events(run.path)
              if e["kind"] in ("run_started", "run_finished", "run_stopped", "run_failed")]
     last = kinds[-1] if kinds else None
+    stopping = signalled or run.read_status().get("state") == "stopping"
     if exit_code == 0 and last == "run_finished":
         return "finished", ""
-    if exit_code == 0 and last == "run_stopped":
+    if last == "run_stopped" and (exit_code == 0 or stopping):
         return "stopped", ""
-    if exit_code < 0 and run.read_status().get("state") == "stopping" and last != "run_stopped":
+    if exit_code < 0 and stopping:
         return "stopped", f"killed by signal {-exit_code} while stopping; resume from the last checkpoint"
     return "failed", error_summary(run, exit_code)
 
@@ -82,7 +85,11 @@ def supervise(run_dir: str, cmd: list[str]) -> int:
     run.update_status(state="running", pid=os.getpid(), pgid=pgid, host=socket.gethostname(),
                       started=utc_now(), ended=None, exit_code=None, error=None)
 
+    signalled = False
+
     def request_stop(*_: object) -> None:
+        nonlocal signalled
+        signalled = True
         run.stop_file.touch()
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -97,7 +104,7 @@ def supervise(run_dir: str, cmd: list[str]) -> int:
     deadline = time.time() + 60
     while _group_members(pgid) and time.time() < deadline:
         time.sleep(0.2)
-    state, error = final_state(run, code)
+    state, error = final_state(run, code, signalled)
     run.update_status(state=state, ended=utc_now(), exit_code=code, error=error or None)
     run.stop_file.unlink(missing_ok=True)
     os.close(lock_fd)

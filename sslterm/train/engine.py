@@ -4,15 +4,21 @@ Every process runs this; only the global main process writes events, status
 and checkpoint metadata. Control (stop requests, SIGTERM) is decided on all
 ranks together at log intervals, so the hot loop has no host-device sync
 except the one loss read every ``train.log_every`` steps.
+
+Fault injection for the tests: ``SSLTERM_FAULT_*`` environment variables, inert
+unless set (docs/events.md lists them); ``Trainer.faults`` holds them.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
 import signal
 import socket
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -106,7 +112,10 @@ class Trainer:
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
         self.events: EventWriter | None = None  # opened after a resume has rewritten the log
         self.stop_requested = False
+        self.last_checkpoint, self.last_checkpoint_step = "", -1  # saved by this process
         self.history = History()
+        self.faults = {k.removeprefix("SSLTERM_FAULT_"): v for k, v in os.environ.items()
+                       if k.startswith("SSLTERM_FAULT_")}
         signal.signal(signal.SIGTERM, self._on_sigterm)
 
     # -- plumbing ----------------------------------------------------------------
@@ -251,21 +260,39 @@ class Trainer:
         if self.main:
             self.run.checkpoints.mkdir(exist_ok=True)
         self.acc.wait_for_everyone()
-        self.acc.save_state(str(tmp), safe_serialization=True)
-        self.acc.wait_for_everyone()
+        try:
+            self.acc.save_state(str(tmp), safe_serialization=True)
+            if self.main and self.faults.get("ENOSPC_AT_STEP") == str(pos.global_step):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp / "optimizer.bin"))
+            self.acc.wait_for_everyone()
+            if self.main:
+                time.sleep(float(self.faults.get("SLEEP_BEFORE_COMMIT", 0)))
+                state = {
+                    "epoch": pos.epoch, "step_in_epoch": pos.step_in_epoch,
+                    "global_step": pos.global_step, "world_size": self.world,
+                    "complete_epoch": complete_epoch, "time": time.time(),
+                }
+                ckpt.commit(tmp, self.run.checkpoints / name, state)
+        except Exception as exc:
+            raise self._write_failed(tmp, name, exc) from exc
         if self.main:
-            state = {
-                "epoch": pos.epoch, "step_in_epoch": pos.step_in_epoch,
-                "global_step": pos.global_step, "world_size": self.world,
-                "complete_epoch": complete_epoch, "time": time.time(),
-            }
-            ckpt.commit(tmp, self.run.checkpoints / name, state)
+            time.sleep(float(self.faults.get("SLEEP_AFTER_COMMIT", 0)))
             ckpt.prune(self.run.checkpoints, self.p.train.keep_checkpoints)
             self.emit("checkpoint", epoch=pos.epoch, step=pos.global_step,
                       path=f"checkpoints/{name}", complete_epoch=complete_epoch,
                       seconds=round(time.time() - start, 3))
         self.acc.wait_for_everyone()
-        return f"checkpoints/{name}"
+        self.last_checkpoint, self.last_checkpoint_step = f"checkpoints/{name}", pos.global_step
+        return self.last_checkpoint
+
+    def _write_failed(self, tmp: Path, name: str, exc: Exception) -> TrainingError:
+        """A torn checkpoint write (a full disk, say): remove it, which frees room for the
+        error record and the final status, and say how much space there was."""
+        free = shutil.disk_usage(self.run.checkpoints).free / 2**20
+        shutil.rmtree(tmp, ignore_errors=True)
+        first = (str(exc).splitlines() or [""])[0]
+        return TrainingError(f"checkpoint {name} not written ({free:.1f} MiB free space left): "
+                             f"{first or type(exc).__name__}; the previous checkpoint is kept")
 
     def maybe_resume(self) -> tuple[Position, bool]:
         found = ckpt.newest_checkpoint(self.run.checkpoints)
@@ -285,7 +312,7 @@ class Trainer:
         self.acc.wait_for_everyone()
         self.acc.load_state(str(path))
         if self.main:
-            truncate_after_checkpoint(self.run.path, path.name)
+            truncate_after_checkpoint(self.run.path, path.name, state["global_step"])
         pos = Position(state["epoch"], state["step_in_epoch"], state["global_step"])
         if pos.step_in_epoch >= self.steps_per_epoch:
             pos = Position(pos.epoch + 1, 0, pos.global_step)
@@ -303,6 +330,13 @@ class Trainer:
                 self.history.val.append(e)
             elif kind == "probe":
                 self.history.probes.append(e)
+
+    def fault_after_step(self, step: int) -> None:
+        """Test hooks after an optimizer step (module docstring); only when one is set."""
+        f = self.faults
+        if f.get("RAISE_AT_STEP") == str(step) and f.get("RAISE_ON_RANK", "0") == str(self.rank):
+            raise RuntimeError(f"injected fault on rank {self.rank} at step {step}")
+        time.sleep(float(f.get("STEP_SLEEP", 0)))
 
     # -- control ---------------------------------------------------------------------
     def agree_to_stop(self) -> bool:
@@ -340,7 +374,8 @@ class Trainer:
                 self.after_epoch(epoch, pos)
                 pos.epoch, pos.step_in_epoch = epoch + 1, 0
         except StopRun:
-            path = self.save_checkpoint(pos, complete_epoch=False)
+            path = (self.last_checkpoint if self.last_checkpoint_step == pos.global_step
+                    else self.save_checkpoint(pos, complete_epoch=False))
             self.log(f"stopped at epoch {pos.epoch} step {pos.global_step}; resume continues here")
             self.emit("run_stopped", epoch=pos.epoch, step=pos.global_step, checkpoint=path)
             return
@@ -379,6 +414,8 @@ class Trainer:
                 continue
             pos.global_step += 1
             pos.step_in_epoch += 1
+            if self.faults:
+                self.fault_after_step(pos.global_step)
             if pos.global_step % t.log_every == 0 or pos.step_in_epoch == self.steps_per_epoch:
                 loss = self.acc.reduce(out["ssl_loss"].detach(), "mean").item()
                 if not math.isfinite(loss):
@@ -390,7 +427,8 @@ class Trainer:
                 self.emit("step", epoch=epoch, step=pos.global_step, loss=loss, lr=lr,
                           ips=round(tick_images / max(now - tick, 1e-9), 1))
                 tick, tick_images = now, 0
-                if self.agree_to_stop():
+                # at an epoch's last step, after_epoch decides (after the epoch's record)
+                if pos.step_in_epoch < self.steps_per_epoch and self.agree_to_stop():
                     raise StopRun
         seconds = time.time() - start
         mean_loss = self.acc.reduce(loss_sum / max(micro_done, 1), "mean").item()
@@ -592,7 +630,40 @@ def write_rank_error(run: RunDir, rank: int, exc: BaseException) -> dict[str, st
     return record
 
 
+def root_cause(run: RunDir, record: dict[str, Any], wait: float = 3.0) -> dict[str, Any]:
+    """The error of the rank that failed first when this one only saw its connection to
+    that rank break (a rank writes its record before it exits and closes its sockets)."""
+    if "connection" not in record["error"].lower():
+        return record
+    deadline = time.time() + wait
+    while time.time() < deadline:
+        for path in sorted(run.path.glob("error-rank*.json")):
+            try:
+                other = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if other.get("rank") != record["rank"] and "connection" not in other["error"].lower():
+                return other
+        time.sleep(0.1)
+    return record
+
+
+def die_with_launcher() -> None:
+    """torchrun starts each rank in a session of its own, out of reach of a signal to the
+    run's process group (``sslterm kill``, a SIGKILL to the supervisor's group): on Linux,
+    have the kernel SIGKILL such a rank when its launcher dies, so none is left behind."""
+    if not sys.platform.startswith("linux") or os.getsid(0) != os.getpid():
+        return  # in the run's process group (one process): SIGTERM still stops it gracefully
+    import ctypes
+
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if parent == 1 or os.getppid() != parent:  # the launcher died before that
+        os._exit(1)
+
+
 def run_training(run_dir: str) -> int:
+    die_with_launcher()
     run = RunDir(Path(run_dir))
     profile = load_profile(run.profile)
     trainer = None
@@ -604,9 +675,10 @@ def run_training(run_dir: str) -> int:
         rank = trainer.rank if trainer else int(os.environ.get("RANK", 0))
         record = write_rank_error(run, rank, exc)
         if trainer is not None and trainer.main:
+            cause = root_cause(run, record)
             trainer.open_events()
-            trainer.emit("run_failed", error=record["error"], traceback=record["traceback"],
-                         rank=rank)
+            trainer.emit("run_failed", error=cause["error"], traceback=cause["traceback"],
+                         rank=cause["rank"])
         print(f"[sslterm] rank {rank} failed: {record['error']}", flush=True)
         if not isinstance(exc, (UserError, TrainingError, KeyboardInterrupt)):
             traceback.print_exc()

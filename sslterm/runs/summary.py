@@ -1,0 +1,517 @@
+"""Per-run summaries and metric series for watchers (the TUI, benchmarks, scripts).
+
+UI-free and torch-free. A :class:`RunSummary` follows one run directory: each
+:meth:`RunSummary.update` reads only the bytes appended to ``events.jsonl``
+since the previous call (through :class:`~sslterm.runs.events.EventReader`) and
+re-reads ``status.json`` only when it changed, or while the run claims to be
+alive (so a killed run turns ``failed`` at once). A :class:`RunIndex` keeps one
+summary per run directory under an output folder.
+
+Opening a very long log. ``json.loads`` costs ~3-15 us a line, so parsing a
+1,000,000-event log would take seconds. When more than ``SAMPLE_BYTES`` are
+unread at open, the summary reads the file through ``mmap`` instead: every
+event that is *not* a ``step`` (found by one regex pass) and every event in the
+last ``TAIL_BYTES`` are parsed; older ``step`` events are parsed at an even
+stride, about ``HISTORY_POINTS`` of them, each standing for the steps around it
+(the EMA uses that weight). Step events are already a sample of training (one
+every ``log_every`` steps) and charts are drawn at screen width, so nothing
+visible is lost. Events appended later are read in full.
+
+Series keep every point they were given up to ``MAX_POINTS``; beyond that the
+older points are thinned with the same min/max bucketing used for drawing, so
+spikes survive days of following a run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import mmap
+import os
+import re
+import threading
+import time
+from array import array
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sslterm.runs.events import EventReader
+from sslterm.runs.store import ACTIVE, RunDir, iter_runs
+
+if TYPE_CHECKING:
+    import numpy as np
+
+X_AXES = ("step", "epoch", "time")
+"""Chart x-axes: optimizer step, fractional epoch, wall seconds since the run started."""
+
+METRICS: dict[str, str] = {
+    "loss": "train loss",
+    "val_loss": "SSL val loss",
+    "lr": "learning rate",
+    "ips": "images/s",
+    "knn": "kNN top-1 %",
+    "linear": "linear top-1 %",
+}
+"""Metric series every summary keeps, with their display names."""
+
+SAMPLE_BYTES = 2 << 20
+TAIL_BYTES = 256 << 10
+HISTORY_POINTS = 8000
+MAX_POINTS = 200_000
+DEFAULT_SMOOTHING = 0.9
+
+_NON_STEP = re.compile(rb'"kind"\s*:\s*"(?!step")')
+
+
+# -- pure functions ---------------------------------------------------------------------
+def ema(
+    values: Sequence[float | None],
+    weight: float = DEFAULT_SMOOTHING,
+    counts: Sequence[float] | None = None,
+) -> list[float]:
+    """Exponential moving average; ``counts[i]`` says how many raw points value i
+    stands for (a sampled history), so smoothing is the same however it was read.
+    Missing or non-finite values keep the previous average (NaN before the first)."""
+    out: list[float] = []
+    avg = math.nan
+    for i, v in enumerate(values):
+        if v is not None and math.isfinite(v):
+            if math.isnan(avg):
+                avg = float(v)
+            else:
+                w = weight if counts is None else weight ** counts[i]
+                avg = w * avg + (1.0 - w) * v
+        out.append(avg)
+    return out
+
+
+def minmax_indices(xs: Sequence[float], ys: Sequence[float], width: int) -> np.ndarray:
+    """Indices of the points to keep so a line ``width`` cells wide looks the same:
+    the lowest and highest finite point of each of ``width`` equal x-ranges, plus
+    the first and last point. Needs ``xs`` ascending (series are)."""
+    import numpy as np
+
+    x = np.asarray(xs, dtype=float)
+    y = np.asarray(ys, dtype=float)
+    keep = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
+    if width < 1 or len(keep) <= 2 * width:
+        return keep
+    x, y = x[keep], y[keep]
+    edges = np.linspace(x[0], x[-1], width + 1)[:-1]
+    starts = np.unique(np.searchsorted(x, edges, side="left"))
+    starts = starts[starts < len(x)]
+    lengths = np.diff(np.append(starts, len(x)))
+    bucket = np.repeat(np.arange(len(starts)), lengths)
+    lo = np.minimum.reduceat(y, starts)
+    hi = np.maximum.reduceat(y, starts)
+    first_lo = np.flatnonzero(y == lo[bucket])
+    first_hi = np.flatnonzero(y == hi[bucket])
+    _, i_lo = np.unique(bucket[first_lo], return_index=True)
+    _, i_hi = np.unique(bucket[first_hi], return_index=True)
+    picked = np.concatenate(([0, len(x) - 1], first_lo[i_lo], first_hi[i_hi]))
+    return keep[np.unique(picked)]
+
+
+def downsample(
+    xs: Sequence[float], ys: Sequence[float], width: int
+) -> tuple[list[float], list[float]]:
+    """At most ``2 * width + 2`` points that draw like the full series (min/max
+    bucketing keeps spikes, which averaging or striding would hide)."""
+    import numpy as np
+
+    idx = minmax_indices(xs, ys, width)
+    return (
+        np.asarray(xs, dtype=float)[idx].tolist(),
+        np.asarray(ys, dtype=float)[idx].tolist(),
+    )
+
+
+def parse_time(value: Any) -> float | None:
+    """Unix seconds from status.json's ISO-8601 times (None when missing or bad)."""
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+# -- series -----------------------------------------------------------------------------
+class Series:
+    """One metric against step, epoch and wall time, with its EMA kept alongside."""
+
+    __slots__ = ("step", "epoch", "time", "value", "smooth", "weight", "version", "_avg")
+
+    def __init__(self, weight: float = DEFAULT_SMOOTHING) -> None:
+        self.weight = weight
+        self.step = array("d")
+        self.epoch = array("d")
+        self.time = array("d")
+        self.value = array("d")
+        self.smooth = array("d")
+        self.version = 0
+        self._avg = math.nan
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    def append(
+        self, step: float, epoch: float, t: float, value: float | None, count: float = 1
+    ) -> None:
+        v = math.nan if value is None else float(value)
+        if math.isfinite(v):
+            if math.isnan(self._avg):
+                self._avg = v
+            else:
+                w = self.weight**count
+                self._avg = w * self._avg + (1.0 - w) * v
+        self.step.append(step)
+        self.epoch.append(epoch)
+        self.time.append(t)
+        self.value.append(v)
+        self.smooth.append(self._avg)
+        self.version += 1
+        if len(self.value) > MAX_POINTS:
+            self._thin()
+
+    def x(self, axis: str) -> array:
+        return {"step": self.step, "epoch": self.epoch, "time": self.time}[axis]
+
+    def points(
+        self, axis: str = "step", smoothed: bool = False, width: int = 0
+    ) -> tuple[list[float], list[float]]:
+        """The series to draw: downsampled to ``width`` cells (0 = every point)."""
+        ys = self.smooth if smoothed else self.value
+        if not width:
+            pairs = [(x, y) for x, y in zip(self.x(axis), ys, strict=True) if math.isfinite(y)]
+            return [p[0] for p in pairs], [p[1] for p in pairs]
+        return downsample(self.x(axis), ys, width)
+
+    def _thin(self) -> None:
+        """Halve the older three quarters by min/max bucketing; the newest quarter stays whole."""
+        import numpy as np
+
+        n = len(self.value)
+        cut = n * 3 // 4
+        idx = minmax_indices(self.step[:cut], self.value[:cut], cut // 4)
+        idx = np.unique(
+            np.concatenate((idx, np.flatnonzero(~np.isfinite(np.asarray(self.value[:cut])))))
+        )
+        for name in ("step", "epoch", "time", "value", "smooth"):
+            old = getattr(self, name)
+            kept = np.asarray(old[:cut])[idx]
+            setattr(self, name, array("d", kept.tolist()) + old[cut:])
+
+
+# -- one run ----------------------------------------------------------------------------
+@dataclass
+class RunSummary:
+    """What a watcher shows about one run; call :meth:`update` on every tick."""
+
+    run: RunDir
+    state: str = "queued"
+    error: str = ""
+    traceback: str = ""
+    profile: str = ""
+    dataset: str = ""
+    encoder: str = ""
+    devices: list[str] = field(default_factory=list)
+    epoch: int | None = None
+    epochs: int | None = None
+    steps_per_epoch: int | None = None
+    step: int | None = None
+    last_loss: float | None = None
+    lr: float | None = None
+    ips: float | None = None
+    knn: float | None = None
+    linear: float | None = None
+    created: float | None = None
+    started: float | None = None
+    ended: float | None = None
+    last_event: float | None = None
+    resumed: bool = False
+    events: int = 0
+    version: int = 0
+    series: dict[str, Series] = field(default_factory=lambda: {k: Series() for k in METRICS})
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    """Held while updating; hold it to read series from another thread."""
+    _reader: EventReader | None = field(default=None, repr=False)
+    _status_sig: tuple[int, int] | None = field(default=None, repr=False)
+    _t0: float | None = field(default=None, repr=False)
+
+    @property
+    def id(self) -> str:
+        return self.run.id
+
+    @property
+    def alive(self) -> bool:
+        return self.state in ACTIVE
+
+    def duration(self, now: float | None = None) -> float | None:
+        """Seconds from start to end (or to now while the run lives)."""
+        if self.started is None:
+            return None
+        end = self.ended
+        if end is None:
+            end = (now or time.time()) if self.alive else self.last_event
+        return None if end is None else max(0.0, end - self.started)
+
+    def update(self, events: bool = True) -> bool:
+        """Read what changed since the last call (``events=False``: status only, which is
+        cheap); True when anything did."""
+        with self.lock:
+            changed = self._update_status()
+            if events:
+                changed = self._update_events() or changed
+            if changed:
+                self.version += 1
+            return changed
+
+    # -- status -------------------------------------------------------------------------
+    def _update_status(self) -> bool:
+        try:
+            st = os.stat(self.run.status_file)
+        except FileNotFoundError:
+            return False
+        sig = (st.st_mtime_ns, st.st_size)
+        if sig == self._status_sig and not self.alive:
+            return False
+        self._status_sig = sig
+        status = self.run.read_status()
+        state, error = self.run.state()
+        before = (self.state, self.error, self.started, self.ended, self.profile)
+        self.state, self.error = state, error or self.error
+        self.profile = status.get("profile") or self.profile or self.run.id
+        self.created = parse_time(status.get("created")) or self.created
+        self.started = parse_time(status.get("started")) or self.started
+        self.ended = parse_time(status.get("ended")) if state not in ACTIVE else None
+        return before != (self.state, self.error, self.started, self.ended, self.profile)
+
+    # -- events -------------------------------------------------------------------------
+    def _update_events(self) -> bool:
+        path = self.run.events
+        if self._reader is None:
+            self._reader = EventReader(path)
+        reader = self._reader
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return False
+        if reader.offset == st.st_size and reader._inode == st.st_ino:
+            return False
+        restarts = reader.restarts
+        if reader.offset == 0 and st.st_size > SAMPLE_BYTES:
+            events = self._open_sampled(path)
+        else:
+            events = [(e, 1.0) for e in reader.read_new()]
+        if reader.restarts != restarts:
+            self._reset()
+            return self._update_events() or True
+        for event, count in events:
+            self._apply(event, count)
+        return bool(events)
+
+    def _reset(self) -> None:
+        """The log was replaced (a resume rewrote it): forget what was read from it."""
+        reader = EventReader(self.run.events)
+        fresh = RunSummary(self.run)
+        keep = {"run", "state", "error", "profile", "started", "ended", "version", "lock"}
+        keep.add("_status_sig")
+        for name in self.__dataclass_fields__:
+            if name not in keep:
+                setattr(self, name, getattr(fresh, name))
+        self._reader = reader
+
+    def _open_sampled(self, path: Path) -> list[tuple[dict[str, Any], float]]:
+        """Read a long log quickly: all non-step events, the tail in full, and older
+        step events at a stride (see the module docstring)."""
+        reader = self._reader
+        assert reader is not None
+        with open(path, "rb") as fh:
+            ino = os.fstat(fh.fileno()).st_ino
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                end = mm.rfind(b"\n") + 1
+                tail = max(0, end - TAIL_BYTES)
+                tail = mm.rfind(b"\n", 0, tail) + 1 if tail else 0
+                lines: dict[int, float] = {}
+                for m in _NON_STEP.finditer(mm, 0, tail):
+                    lines[mm.rfind(b"\n", 0, m.start()) + 1] = 1.0
+                head = mm[: min(tail, 1 << 20)]
+                n_lines = max(1, int(tail * head.count(b"\n") / max(1, len(head))))
+                stride = max(1, n_lines // HISTORY_POINTS)
+                n_samples = max(1, n_lines // stride)
+                for i in range(n_samples):
+                    pos = int(i * tail / n_samples)
+                    start = mm.rfind(b"\n", 0, pos) + 1 if pos else 0
+                    lines.setdefault(start, float(stride))
+                out: list[tuple[dict[str, Any], float]] = []
+                for start in sorted(lines):
+                    stop = mm.find(b"\n", start, tail)
+                    if stop < 0:
+                        continue
+                    event = _loads(mm[start:stop])
+                    if event is None:
+                        continue
+                    out.append((event, lines[start]))
+        reader.offset = tail
+        reader._inode = ino
+        out.extend((e, 1.0) for e in reader.read_new())
+        return out
+
+    def _apply(self, e: dict[str, Any], count: float = 1.0) -> None:
+        kind = e.get("kind")
+        t = _finite(e.get("t"))
+        self.events += 1
+        if t is not None:
+            self.last_event = t
+            if self._t0 is None:
+                self._t0 = t
+        if kind == "run_started":
+            self.epochs = e.get("epochs") or self.epochs
+            self.steps_per_epoch = e.get("steps_per_epoch") or self.steps_per_epoch
+            self.profile = self.profile or e.get("profile") or ""
+            self.dataset = e.get("dataset") or self.dataset
+            self.encoder = e.get("encoder") or self.encoder
+            self.devices = list(e.get("devices") or self.devices)
+            self.resumed = bool(e.get("resumed")) or self.resumed
+            if self.started is None:
+                self.started = t
+            return
+        step = _finite(e.get("step"))
+        epoch = _finite(e.get("epoch"))
+        if step is not None:
+            self.step = int(step)
+        if epoch is not None and kind in ("step", "epoch", "val", "probe"):
+            # 0-based epoch of the work done (a checkpoint's 'epoch' is the next one)
+            self.epoch = max(self.epoch or 0, int(epoch) + 1)
+        xe = epoch or 0.0
+        if step is not None and self.steps_per_epoch:
+            xe = step / self.steps_per_epoch
+        xs = step if step is not None else 0.0
+        xt = (t - self._t0) if (t is not None and self._t0 is not None) else 0.0
+        for name, value in _metrics(kind, e):
+            v = _finite(value)
+            if v is None:
+                continue
+            self.series[name].append(xs, xe, xt, v, count)
+            if name == "loss":
+                self.last_loss = v
+            elif name in ("lr", "ips", "knn", "linear"):
+                setattr(self, name, v)
+        if kind == "epoch" and _finite(e.get("ips")) is not None:
+            self.ips = _finite(e.get("ips"))
+        if kind == "run_failed":
+            self.error = str(e.get("error") or self.error)
+            self.traceback = str(e.get("traceback") or "")
+        elif kind == "run_finished":
+            results = e.get("results")
+            if isinstance(results, dict):
+                for name, keys in (
+                    ("linear", ("linear_val_top1", "val_top1", "test_top1")),
+                    ("knn", ("knn_top1",)),
+                ):
+                    v = _finite(_first(results, *keys))
+                    if v is not None:
+                        setattr(self, name, v)
+
+
+def _metrics(kind: Any, e: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(series name, value) pairs an event adds to the charts."""
+    if kind == "step":
+        return [("loss", e.get("loss")), ("lr", e.get("lr")), ("ips", e.get("ips"))]
+    if kind == "val":
+        return [("val_loss", e.get("loss")), ("knn", e.get("knn_top1"))]
+    if kind == "probe":
+        acc = e.get("val_top1") if e.get("val_top1") is not None else e.get("test_top1")
+        return [("linear", acc)]
+    return []
+
+
+def _first(d: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if d.get(key) is not None:
+            return d[key]
+    return None
+
+
+def _loads(line: bytes) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) and "kind" in obj else None
+
+
+# -- every run --------------------------------------------------------------------------
+class RunIndex:
+    """One :class:`RunSummary` per run directory under an output folder."""
+
+    def __init__(self, output_dir: str | Path) -> None:
+        self.output_dir = Path(output_dir)
+        self.runs: dict[str, RunSummary] = {}
+        self.incomplete = False
+        """True when the last refresh ran out of its time budget before reading every log."""
+
+    def refresh(
+        self, only: Iterable[str] | None = None, budget: float | None = None
+    ) -> tuple[set[str], set[str]]:
+        """Find new and removed runs and update summaries (all, or just ``only``).
+
+        Every status is read first (cheap: rows can show at once), then the event
+        logs, newest run first, until ``budget`` seconds are spent; the rest wait
+        for the next call (``incomplete``). Returns (changed ids, removed ids)."""
+        deadline = None if budget is None else time.monotonic() + budget
+        present = {r.id: r for r in iter_runs(self.output_dir)}
+        removed = set(self.runs) - set(present)
+        for rid in removed:
+            del self.runs[rid]
+        changed: set[str] = set()
+        wanted = set(present) if only is None else set(only) | (set(present) - set(self.runs))
+        ids = sorted(wanted & set(present), key=_stamp, reverse=True)
+        for rid in ids:
+            if rid not in self.runs:
+                self.runs[rid] = RunSummary(present[rid])
+            if _safe_update(self.runs[rid], events=False):
+                changed.add(rid)
+        self.incomplete = False
+        for rid in ids:
+            if deadline is not None and time.monotonic() > deadline:
+                self.incomplete = True
+                break
+            if _safe_update(self.runs[rid]):
+                changed.add(rid)
+        return changed, removed
+
+    def ordered(self) -> list[RunSummary]:
+        """Newest first (by start time, else creation time: a queued run is new)."""
+        return sorted(
+            self.runs.values(),
+            key=lambda s: (s.started or s.created or 0.0, _stamp(s.id)),
+            reverse=True,
+        )
+
+
+def _safe_update(summary: RunSummary, events: bool = True) -> bool:
+    """A run deleted or unreadable mid-read is skipped this time, not fatal to the rest."""
+    try:
+        return summary.update(events=events)
+    except OSError:
+        return False
+
+
+_STAMP = re.compile(r"(\d{8}-\d{6})(?:-(\d+))?$")
+
+
+def _stamp(run_id: str) -> tuple[str, int, str]:
+    """Sort key from the ``<name>-<UTC stamp>[-n]`` run id (ids without one sort first)."""
+    m = _STAMP.search(run_id)
+    return (m.group(1), int(m.group(2) or 0), run_id) if m else ("", 0, run_id)

@@ -1,0 +1,156 @@
+"""The sslterm terminal app: watch, compose, launch, control and compare runs.
+
+The app only reads run directories (and asks the launcher to start, stop,
+resume, kill or delete), so runs outlive it and the SSH session; reopening
+it finds every run as it is. It never imports torch: launches that need the
+torch-side checks go through a child process (``sslterm.runs.queue.start_checked``).
+
+One timer polls the output folder once a second in a worker thread
+(``RunIndex.refresh`` reads only new bytes) and tells the visible screen.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from sslterm.runs.summary import X_AXES, RunIndex
+from sslterm.tui.screens.runs import RunsScreen
+
+if TYPE_CHECKING:
+    from sslterm.tui.system import SystemMonitor
+
+
+def _lazy(module: str, name: str) -> Callable[[], Screen]:
+    """A view built on first use: its imports (pydantic schema, tomlkit, psutil) do not
+    delay the first paint."""
+
+    def make() -> Screen:
+        return getattr(importlib.import_module(f"sslterm.tui.screens.{module}"), name)()
+
+    return make
+
+
+class SSLTermApp(App):
+    """Modes are the five views; digits switch between them from anywhere but a text field."""
+
+    CSS_PATH = Path(__file__).with_name("app.tcss")
+    TITLE = "sslterm"
+    MODES = {
+        "runs": RunsScreen,
+        "composer": _lazy("composer", "ComposerScreen"),
+        "compare": _lazy("compare", "CompareScreen"),
+        "queue": _lazy("queue", "QueueScreen"),
+        "system": _lazy("system", "SystemScreen"),
+    }
+    DEFAULT_MODE = "runs"
+    POLL_BUDGET = 0.25
+    """Seconds of log reading per poll, so a folder of long runs fills in step by step."""
+    BINDINGS = [
+        Binding("1", "switch_mode('runs')", "Runs", show=False),
+        Binding("2", "switch_mode('composer')", "Compose", show=False),
+        Binding("3", "switch_mode('compare')", "Compare", show=False),
+        Binding("4", "switch_mode('queue')", "Queue", show=False),
+        Binding("5", "switch_mode('system')", "System", show=False),
+        Binding("question_mark", "toggle_keys", "Keys", key_display="?"),
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+    ]
+
+    def __init__(
+        self,
+        output_dir: str | Path = "./runs",
+        profiles_dir: str | Path = "profiles",
+        *,
+        poll_interval: float = 1.0,
+        system_monitor: SystemMonitor | None = None,
+    ) -> None:
+        super().__init__()
+        self.index = RunIndex(output_dir)
+        self.output_dir = Path(output_dir)
+        self.profiles_dir = Path(profiles_dir)
+        self.poll_interval = poll_interval
+        self.marked: set[str] = set()
+        self.axis = "step"
+        self.smoothed = False
+        self.polls = 0
+        self._monitor = system_monitor
+        self.want_selected: str | None = None
+        """A run id the runs view should highlight once it appears (after a launch)."""
+        self._polling = False
+
+    def on_mount(self) -> None:
+        self.set_interval(self.poll_interval, self.poll)
+        self.poll()
+
+    # -- polling ----------------------------------------------------------------------
+    def poll(self) -> None:
+        """Refresh the run index in a thread, unless the previous refresh still runs."""
+        if self._polling:
+            return
+        self._polling = True
+        self._poll_worker()
+
+    @work(thread=True, group="poll", exit_on_error=False)
+    def _poll_worker(self) -> None:
+        try:
+            self.index.refresh(budget=self.POLL_BUDGET)
+        finally:
+            self.call_from_thread(self._polled)
+
+    def _polled(self) -> None:
+        self._polling = False
+        self.polls += 1
+        if self.index.incomplete:
+            self.call_later(self.poll)  # more logs to read: go on at once, newest first
+        for screen in self.screen_stack:
+            if hasattr(screen, "runs_updated") and screen.is_mounted:
+                screen.runs_updated()
+
+    @property
+    def system_monitor(self) -> SystemMonitor:
+        if self._monitor is None:
+            from sslterm.tui.system import SystemMonitor
+
+            self._monitor = SystemMonitor()
+        return self._monitor
+
+    # -- shared view state ------------------------------------------------------------
+    def cycle_axis(self) -> None:
+        self.axis = X_AXES[(X_AXES.index(self.axis) + 1) % len(X_AXES)]
+
+    def action_toggle_keys(self) -> None:
+        if self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
+
+    # -- command palette: every key of the current screen is a command ---------------------
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        seen = {"Quit", "Keys"}
+        for key, active in screen.active_bindings.items():
+            binding = active.binding
+            if not binding.description or binding.system or binding.description in seen:
+                continue
+            seen.add(binding.description)
+            yield SystemCommand(
+                binding.description,
+                f"key: {binding.key_display or self.get_key_display(binding)}"
+                if key
+                else binding.description,
+                partial(self.run_action, binding.action, active.node),
+            )
+
+
+def run_app(output_dir: str = "./runs", profiles_dir: str = "profiles") -> int:
+    """Entry point for ``sslterm`` without arguments."""
+    SSLTermApp(output_dir, profiles_dir).run()
+    return 0

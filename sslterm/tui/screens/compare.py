@@ -1,0 +1,136 @@
+"""Compare runs: one metric of each overlaid, and only the profile keys that differ."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, SelectionList, Static
+
+from sslterm.profile.edit import differing_keys, format_value
+from sslterm.runs.summary import METRICS
+from sslterm.tui.widgets.charts import Line, MetricChart
+from sslterm.tui.widgets.modebar import ModeBar
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+METRIC_KEYS = tuple(METRICS)
+
+
+class CompareScreen(Screen):
+    """Space picks runs in the list; the chart and the table follow the picks."""
+
+    BINDINGS = [
+        Binding("m", "cycle_metric", "Metric"),
+        Binding("x", "cycle_axis", "X-axis"),
+        Binding("e", "toggle_ema", "EMA"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metric = "loss"
+        self._profiles: dict[str, dict[str, Any]] = {}
+        self._listed: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        yield ModeBar("compare")
+        with Horizontal():
+            yield SelectionList[str](id="compare-runs")
+            with Vertical(id="compare-main"):
+                yield MetricChart(METRICS[self.metric], id="compare-chart")
+                yield Static(id="diff-title")
+                yield DataTable(id="diff", cursor_type="row", zebra_stripes=True)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#compare-runs").border_title = "runs (space: pick)"
+        self.runs_updated()
+
+    def on_screen_resume(self) -> None:
+        self.runs_updated()
+
+    @property
+    def picked(self) -> list[str]:
+        listed = self.query_one("#compare-runs", SelectionList)
+        return [rid for rid in self._listed if rid in listed.selected]
+
+    def runs_updated(self) -> None:
+        ids = [s.id for s in self.app.index.ordered()]
+        self.app.marked &= set(ids)
+        listed = self.query_one("#compare-runs", SelectionList)
+        if ids != self._listed:
+            self._listed = ids
+            with self.prevent(SelectionList.SelectedChanged):
+                listed.clear_options()
+                listed.add_options([(rid, rid, rid in self.app.marked) for rid in ids])
+            self._show()
+        elif set(listed.selected) != self.app.marked:
+            with self.prevent(SelectionList.SelectedChanged):
+                listed.deselect_all()
+                for rid in self.app.marked:
+                    listed.select(rid)
+            self._show()
+
+    @on(SelectionList.SelectedChanged)
+    def _picked(self) -> None:
+        self.app.marked = set(self.picked)
+        self._show()
+
+    def _show(self) -> None:
+        runs = self.app.index.runs
+        picked = [rid for rid in self.picked if rid in runs]
+        chart = self.query_one(MetricChart)
+        chart.title = f"{METRICS[self.metric]} · x: {self.app.axis} · EMA {'on' if self.app.smoothed else 'off'}"
+        chart.show(
+            [Line(runs[r], self.metric, r) for r in picked], self.app.axis, self.app.smoothed
+        )
+        self._show_diff(picked)
+
+    def _profile(self, rid: str) -> dict[str, Any]:
+        if rid not in self._profiles:
+            try:
+                self._profiles[rid] = tomllib.loads(
+                    self.app.index.runs[rid].run.profile.read_text(encoding="utf-8")
+                )
+            except (OSError, ValueError, KeyError):
+                return {}
+        return self._profiles[rid]
+
+    def _show_diff(self, picked: list[str]) -> None:
+        table = self.query_one("#diff", DataTable)
+        title = self.query_one("#diff-title", Static)
+        table.clear(columns=True)
+        if len(picked) < 2:
+            title.update("Pick two or more runs (space) to see the profile keys that differ.")
+            return
+        diff = differing_keys([self._profile(r) for r in picked])
+        title.update(
+            f"{len(diff)} profile key{'s' if len(diff) != 1 else ''} differ"
+            if diff
+            else "The profiles are identical."
+        )
+        table.add_column("key", key="key")
+        for rid in picked:
+            table.add_column(rid, key=rid)
+        for key, values in diff:
+            table.add_row(key, *("—" if v is None else format_value(v) for v in values), key=key)
+
+    def action_cycle_metric(self) -> None:
+        self.metric = METRIC_KEYS[(METRIC_KEYS.index(self.metric) + 1) % len(METRIC_KEYS)]
+        self._show()
+
+    def action_cycle_axis(self) -> None:
+        self.app.cycle_axis()
+        self._show()
+
+    def action_toggle_ema(self) -> None:
+        self.app.smoothed = not self.app.smoothed
+        self._show()

@@ -1,0 +1,289 @@
+"""The profile composer: a schema-built form over a tomlkit document.
+
+Every edit changes one key of the document (comments and layout stay), then the
+whole text is validated with the loader the CLI uses, so the error shown next to
+the field is the CLI's own line (``file:line: key: message``). The preview is
+exactly the text that Save writes (line numbers match the error's).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from rich.syntax import Syntax
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+from tomlkit.toml_document import TOMLDocument
+
+from sslterm.errors import ProfileError, UserError
+from sslterm.profile import edit
+from sslterm.profile.load import validate_text
+from sslterm.tui.screens.dialogs import ConfirmScreen, PathPrompt, ProfilePicker
+from sslterm.tui.widgets.modebar import ModeBar
+from sslterm.tui.widgets.profile_form import FieldChanged, FieldEditor, FieldTable
+
+
+class ComposerScreen(Screen):
+    """Enter edits the highlighted field, Escape/Enter goes back to the list (where the
+    digits switch views); the ctrl keys work everywhere."""
+
+    BINDINGS = [
+        Binding("ctrl+o", "open", "Open"),
+        Binding("ctrl+s", "save", "Save"),
+        Binding("ctrl+t", "save_as", "Save as"),
+        Binding("ctrl+l", "launch", "Launch"),
+        Binding("ctrl+g", "enqueue", "Queue"),
+        Binding("ctrl+y", "toggle_preview", "TOML"),
+        Binding("ctrl+j", "goto_error", "Go to error", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.doc: TOMLDocument = edit.parse_document("")
+        self.path: Path | None = None
+        self.stem = "new"
+        self.origin = "new profile"
+        self.dirty = False
+        self.error: ProfileError | None = None
+        self.launching = False
+
+    def compose(self) -> ComposeResult:
+        yield ModeBar("composer")
+        with Horizontal():
+            with Vertical(id="form-pane"):
+                yield Static(id="composer-title")
+                yield FieldTable(edit.schema_fields(), id="fields")
+                yield FieldEditor(id="editor")
+            with Vertical(id="preview-pane"):
+                yield Static(id="validation")
+                with VerticalScroll(id="toml-scroll"):
+                    yield Static(id="toml")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self._refresh()
+        self._edit_selected()
+
+    @property
+    def fields(self) -> FieldTable:
+        return self.query_one(FieldTable)
+
+    @property
+    def editor(self) -> FieldEditor:
+        return self.query_one(FieldEditor)
+
+    @on(FieldTable.RowHighlighted, "#fields")
+    def _edit_selected(self) -> None:
+        spec = self.fields.selected
+        if spec is not None:
+            self.editor.edit(spec, edit.get_value(self.doc, spec.key))
+            self._show_error(self.error)
+
+    @on(FieldTable.EditRequested)
+    def _edit_field(self) -> None:
+        self.editor.focus_editor()
+
+    @on(FieldEditor.Done)
+    def _edit_done(self) -> None:
+        self.fields.focus()
+
+    def edit_field(self, key: str) -> None:
+        """Highlight ``key`` and put the cursor in its editor (tests and "go to error")."""
+        self.fields.goto(key)
+        self._edit_selected()
+        self.editor.focus_editor()
+
+    # -- the document ---------------------------------------------------------------------
+    @property
+    def display_path(self) -> str:
+        """The name errors use: the file when there is one, else ``<stem>.toml``."""
+        return str(self.path) if self.path else f"{self.stem}.toml"
+
+    @property
+    def text(self) -> str:
+        return edit.dumps(self.doc)
+
+    def open_path(self, path: Path, copy: bool = False) -> bool:
+        try:
+            doc = edit.load_document(path)
+        except (ProfileError, OSError) as exc:
+            self.notify(str(exc), severity="error", timeout=8)
+            return False
+        self._set_doc(doc, None if copy else path, path.stem, str(path))
+        return True
+
+    def open_text(self, text: str, stem: str, origin: str) -> None:
+        """A new, unsaved profile from ``text`` (e.g. a run's frozen profile)."""
+        try:
+            doc = edit.parse_document(text, origin)
+        except ProfileError as exc:
+            self.notify(str(exc), severity="error", timeout=8)
+            return
+        self._set_doc(doc, None, stem, origin)
+        self.dirty = True
+        self._refresh()
+
+    def _set_doc(self, doc: TOMLDocument, path: Path | None, stem: str, origin: str) -> None:
+        self.doc, self.path, self.stem, self.origin, self.dirty = doc, path, stem, origin, False
+        self.fields.load(doc)
+        self._refresh()
+        self._edit_selected()
+
+    @on(FieldChanged)
+    def _field_changed(self, event: FieldChanged) -> None:
+        before = self.text
+        edit.set_value(self.doc, event.key, event.value)
+        self.fields.show_value(event.key, edit.get_value(self.doc, event.key))
+        if self.text != before:
+            self.dirty = True
+            self._refresh()
+
+    def validate(self) -> ProfileError | None:
+        try:
+            validate_text(self.text, self.display_path)
+        except ProfileError as exc:
+            return exc
+        return None
+
+    def _refresh(self) -> None:
+        self.error = self.validate()
+        self._show_error(self.error)
+        text = self.text
+        self.query_one("#toml", Static).update(
+            Syntax(text or "# (empty: every default applies)\n", "toml", line_numbers=True)
+        )
+        where = str(self.path) if self.path else f"{self.origin} → unsaved ({self.stem})"
+        self.query_one("#composer-title", Static).update(
+            f"[b]{where}[/b]{' [reverse] modified [/reverse]' if self.dirty else ''}"
+        )
+        self.query_one(ModeBar).note = where
+
+    def _show_error(self, err: UserError | None) -> None:
+        """The one-line message goes on the field's row, under its editor, and above
+        the preview (where keys that are not form fields, e.g. typos, show)."""
+        key = err.key if isinstance(err, ProfileError) else None
+        self.fields.show_error(key, err.message if isinstance(err, ProfileError) else None)
+        spec = self.editor.spec
+        self.editor.set_error(str(err) if err and spec and (key == spec.key) else None)
+        status = self.query_one("#validation", Static)
+        status.update("✓ valid — TOML to be saved:" if err is None else f"✗ {err}")
+        status.set_class(err is not None, "-error")
+
+    # -- actions ------------------------------------------------------------------------------
+    def action_toggle_preview(self) -> None:
+        pane = self.query_one("#preview-pane")
+        pane.display = not pane.display
+
+    def action_goto_error(self) -> None:
+        if self.error is not None and self.error.key in self.fields.specs:
+            self.edit_field(self.error.key)
+
+    def action_open(self) -> None:
+        def picked(result: tuple[Path, bool] | None) -> None:
+            if result is not None:
+                self.open_path(*result)
+
+        self.app.push_screen(ProfilePicker(self.app.profiles_dir), picked)
+
+    def action_save(self) -> None:
+        if self.path is None:
+            self.action_save_as()
+            return
+        self._save(self.path)
+
+    def action_save_as(self) -> None:
+        default = str(self.path or self.app.profiles_dir / f"{self.stem}.toml")
+
+        def chosen(value: str | None) -> None:
+            if not value:
+                return
+            path = Path(value).expanduser()
+            if path.exists() and path != self.path:
+                self.app.push_screen(
+                    ConfirmScreen(f"{path} exists. Overwrite it?"),
+                    lambda yes: self._save(path) if yes else None,
+                )
+            else:
+                self._save(path)
+
+        self.app.push_screen(PathPrompt("Save profile as:", default), chosen)
+
+    def _save(self, path: Path) -> None:
+        try:
+            edit.save_document(self.doc, path)
+        except OSError as exc:
+            self.notify(f"cannot save {path}: {exc}", severity="error", timeout=8)
+            return
+        self.path, self.stem, self.origin, self.dirty = path, path.stem, str(path), False
+        self._refresh()
+        note = "" if self.error is None else " (it does not validate yet)"
+        self.notify(f"saved {path}{note}", severity="warning" if self.error else "information")
+
+    def _refuse_invalid(self) -> bool:
+        if self.error is None:
+            return False
+        self.notify(str(self.error), title="fix the profile first", severity="error", timeout=8)
+        self.action_goto_error()
+        return True
+
+    def action_launch(self) -> None:
+        if self._refuse_invalid():
+            return
+        if self.launching:
+            self.notify("a launch is already on its way", severity="warning")
+            return
+        self.launching = True
+        self.notify(f"starting {self.stem}… (checking data and encoder)")
+        use_file = self.path if self.path is not None and not self.dirty else None
+        self._launch(self.text, self.stem, use_file, self.display_path)
+
+    @work(thread=True, group="launch")
+    def _launch(self, text: str, stem: str, path: Path | None, shown: str) -> None:
+        from sslterm.runs.queue import start_checked
+
+        try:
+            with tempfile.TemporaryDirectory(prefix="sslterm-launch-") as tmp:
+                if path is None:
+                    path = Path(tmp) / f"{stem}.toml"
+                    path.write_text(text, encoding="utf-8")
+                    run = start_checked(path, self.app.output_dir)
+                else:
+                    run = start_checked(path, self.app.output_dir)
+        except ProfileError as exc:
+            err = ProfileError(shown, exc.line, exc.key, exc.message)
+            self.app.call_from_thread(self._launch_failed, err)
+            return
+        except (UserError, OSError) as exc:
+            self.app.call_from_thread(self._launch_failed, UserError(str(exc)))
+            return
+        self.app.call_from_thread(self._launched, run.id)
+
+    def _launch_failed(self, err: UserError) -> None:
+        self.launching = False
+        self._show_error(err)
+        self.notify(str(err), title="not started", severity="error", timeout=10)
+
+    async def _launched(self, run_id: str) -> None:
+        self.launching = False
+        self.notify(f"started {run_id}")
+        self.app.want_selected = run_id
+        self.app.poll()
+        await self.app.switch_mode("runs")
+
+    def action_enqueue(self) -> None:
+        if self._refuse_invalid():
+            return
+        from sslterm.runs.queue import enqueue, pending
+
+        try:
+            enqueue(self.app.output_dir, self.text, self.stem, source=self.display_path)
+        except UserError as exc:
+            self.notify(str(exc), severity="error", timeout=8)
+            return
+        n = len(pending(self.app.output_dir))
+        self.notify(f"queued {self.stem} ({n} waiting; press 4 for the queue)")

@@ -1,0 +1,235 @@
+"""The runs view: every run, the selected one's charts, log and error; run control."""
+
+from __future__ import annotations
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from sslterm.errors import UserError
+from sslterm.runs.summary import RunSummary
+from sslterm.tui.screens.dialogs import ConfirmScreen
+from sslterm.tui.widgets.charts import Line, MetricChart
+from sslterm.tui.widgets.log_tail import LogTail
+from sslterm.tui.widgets.modebar import ModeBar
+from sslterm.tui.widgets.runs_table import RunsTable
+
+CHARTS = (
+    ("chart-loss", "loss", (("loss", "train"), ("val_loss", "val"))),
+    ("chart-lr", "learning rate", (("lr", ""),)),
+    ("chart-ips", "throughput (img/s)", (("ips", ""),)),
+    ("chart-acc", "accuracy %", (("knn", "kNN"), ("linear", "linear"))),
+)
+
+
+class RunsScreen(Screen):
+    """Keys act on the highlighted run; charts and log follow the highlight."""
+
+    BINDINGS = [
+        Binding("s", "stop", "Stop"),
+        Binding("k", "kill", "Kill"),
+        Binding("r", "resume", "Resume"),
+        Binding("d", "delete", "Delete"),
+        Binding("a", "again", "Again…"),
+        Binding("space", "mark", "Mark"),
+        Binding("c", "compare", "Compare"),
+        Binding("e", "toggle_ema", "EMA"),
+        Binding("x", "cycle_axis", "X-axis"),
+        Binding("l", "toggle_log", "Log"),
+    ]
+
+    _banner = ""
+
+    def compose(self) -> ComposeResult:
+        yield ModeBar("runs")
+        yield RunsTable(id="runs")
+        yield Static(id="error-banner")
+        with Horizontal(id="detail"):
+            with Grid(id="charts"):
+                for chart_id, title, _ in CHARTS:
+                    yield MetricChart(title, id=chart_id)
+            yield LogTail(id="log")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        # every new log line re-lays out the screen (the log's scroll size grows): 2 s is
+        # live enough for a tail and keeps following a run cheap
+        self.set_interval(2.0, self.query_one(LogTail).poll)
+        self.runs_updated()
+
+    def on_screen_resume(self) -> None:
+        self.runs_updated()
+
+    # -- data -----------------------------------------------------------------------------
+    @property
+    def table(self) -> RunsTable:
+        return self.query_one(RunsTable)
+
+    @property
+    def selected(self) -> RunSummary | None:
+        rid = self.table.selected
+        return self.app.index.runs.get(rid) if rid else None
+
+    def runs_updated(self) -> None:
+        """Called by the app after each poll of the run directories."""
+        table = self.table
+        before = table.selected
+        table.sync(self.app.index.ordered(), self.app.marked)
+        want = self.app.want_selected
+        if want is not None and want in self.app.index.runs:
+            self.app.want_selected = None
+            table.move_cursor(row=table.get_row_index(want), animate=False)
+        if table.selected != before or before is None:
+            self.show_selected()
+        else:
+            self._update_banner()
+            self._update_note()
+
+    @on(DataTable.RowHighlighted, "#runs")
+    def _highlighted(self) -> None:
+        self.show_selected()
+
+    def show_selected(self) -> None:
+        s = self.selected
+        for chart_id, _, metrics in CHARTS:
+            lines = [Line(s, m, label) for m, label in metrics] if s else []
+            self.query_one(f"#{chart_id}", MetricChart).show(
+                lines, self.app.axis, self.app.smoothed
+            )
+        self.query_one(LogTail).follow(s.run.stdout if s else None)
+        self._update_banner()
+        self._update_note()
+
+    def _update_note(self) -> None:
+        s = self.selected
+        what = f" · {s.encoder} on {s.dataset}" if s and s.encoder else ""
+        self.query_one(ModeBar).note = (
+            f"{s.id}{what}{' (resumed)' if s.resumed else ''} · x: {self.app.axis}"
+            f" · EMA {'on' if self.app.smoothed else 'off'}"
+            if s
+            else f"no runs in {self.app.index.output_dir} — press 2 to compose and launch one"
+        )
+
+    def _update_banner(self) -> None:
+        s = self.selected
+        banner = self.query_one("#error-banner", Static)
+        text = ""
+        if s is not None and s.state == "failed":
+            text = f"✗ {s.id} failed: {s.error or 'no error summary'}"
+            tb = [ln for ln in s.traceback.splitlines() if ln.strip()][-4:]
+            if tb:
+                text += "\n" + "\n".join(tb)
+        elif s is not None and s.state == "stopped" and s.error:
+            text = f"■ {s.id} stopped: {s.error}"
+        if text != self._banner:  # an update re-lays out the screen: only on change
+            self._banner = text
+            banner.update(text)
+            banner.set_class(bool(text), "-visible")
+
+    # -- actions ----------------------------------------------------------------------------
+    def _need_run(self) -> RunSummary | None:
+        s = self.selected
+        if s is None:
+            self.notify("no run selected", severity="warning")
+        return s
+
+    @work(thread=True, group="control")
+    def _control(self, what: str, s: RunSummary) -> None:
+        from sslterm.runs import launcher
+
+        try:
+            getattr(launcher, what)(s.run)
+        except UserError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=8)
+            return
+        done = {
+            "request_stop": "stop requested",
+            "kill_run": "killed",
+            "resume_run": "resumed",
+            "delete_run": "deleted",
+        }
+        self.app.call_from_thread(self.notify, f"{s.id}: {done[what]}")
+        self.app.call_from_thread(self.app.poll)
+
+    def action_stop(self) -> None:
+        if s := self._need_run():
+            self._control("request_stop", s)
+
+    def action_resume(self) -> None:
+        if s := self._need_run():
+            self._control("resume_run", s)
+
+    def action_kill(self) -> None:
+        s = self._need_run()
+        if s is None:
+            return
+        if not s.alive:
+            self.notify(f"{s.id} is not running ({s.state})", severity="warning")
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self._control("kill_run", s)
+
+        self.app.push_screen(
+            ConfirmScreen(f"Kill {s.id}? Work since its last checkpoint is lost."), answer
+        )
+
+    def action_delete(self) -> None:
+        s = self._need_run()
+        if s is None:
+            return
+        if s.alive:
+            self.notify(f"{s.id} is {s.state}; stop it before deleting", severity="error")
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.app.marked.discard(s.id)
+                self._control("delete_run", s)
+
+        self.app.push_screen(
+            ConfirmScreen(f"Delete {s.id} and everything in {s.run.path}?"), answer
+        )
+
+    async def action_again(self) -> None:
+        """Open the run's frozen profile in the composer as a new, unsaved profile."""
+        s = self._need_run()
+        if s is None:
+            return
+        try:
+            text = s.run.profile.read_text(encoding="utf-8")
+        except OSError as exc:
+            self.notify(f"cannot read {s.run.profile}: {exc}", severity="error")
+            return
+        await self.app.switch_mode("composer")
+        self.app.screen.open_text(text, stem=s.profile or s.id, origin=str(s.run.profile))
+
+    def action_mark(self) -> None:
+        s = self._need_run()
+        if s is None:
+            return
+        marked = self.app.marked
+        marked.symmetric_difference_update({s.id})
+        self.table.set_mark(s.id, s.id in marked)
+        self.table.action_cursor_down()
+
+    async def action_compare(self) -> None:
+        if not self.app.marked and self.selected:
+            self.app.marked.add(self.selected.id)
+        await self.app.switch_mode("compare")
+
+    def action_toggle_ema(self) -> None:
+        self.app.smoothed = not self.app.smoothed
+        self.show_selected()
+
+    def action_cycle_axis(self) -> None:
+        self.app.cycle_axis()
+        self.show_selected()
+
+    def action_toggle_log(self) -> None:
+        log = self.query_one(LogTail)
+        log.display = not log.display

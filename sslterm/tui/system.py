@@ -1,0 +1,120 @@
+"""Machine load for the system panel: per-GPU through NVML, CPU and RAM through psutil.
+
+UI-free. NVML is optional: without a driver or a GPU the sampler reports no GPUs
+and says why, never raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+
+@dataclass(frozen=True)
+class GpuSample:
+    index: int
+    name: str
+    util: float | None
+    mem_used: int
+    mem_total: int
+    temperature: int | None = None
+    power_w: float | None = None
+
+
+@dataclass(frozen=True)
+class SystemSample:
+    cpu_percent: float
+    cpu_count: int
+    ram_used: int
+    ram_total: int
+    load: tuple[float, float, float]
+    gpus: list[GpuSample] = field(default_factory=list)
+    gpu_note: str = ""
+
+
+class SystemMonitor:
+    """Samples on demand; NVML is initialised once, on the first sample."""
+
+    def __init__(self) -> None:
+        self._nvml: Any = None
+        self._note = ""
+        self._tried = False
+        psutil.cpu_percent(interval=None)  # prime: the next call measures from here
+
+    def _init_nvml(self) -> None:
+        self._tried = True
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+        except Exception as exc:  # noqa: BLE001 - any NVML failure means "no GPU here"
+            self._note = f"no GPU ({type(exc).__name__}: {exc})".strip()
+            return
+        self._nvml = pynvml
+
+    def gpus(self) -> list[GpuSample]:
+        if not self._tried:
+            self._init_nvml()
+        nv = self._nvml
+        if nv is None:
+            return []
+        out = []
+        try:
+            count = nv.nvmlDeviceGetCount()
+        except Exception as exc:  # noqa: BLE001
+            self._note = f"NVML: {exc}"
+            return []
+        for i in range(count):
+            try:
+                h = nv.nvmlDeviceGetHandleByIndex(i)
+                name = nv.nvmlDeviceGetName(h)
+                mem = nv.nvmlDeviceGetMemoryInfo(h)
+                util = nv.nvmlDeviceGetUtilizationRates(h).gpu
+            except Exception as exc:  # noqa: BLE001 - a lost GPU is shown, not raised
+                out.append(GpuSample(i, f"unavailable: {exc}", None, 0, 0))
+                continue
+            temp = power = None
+            with contextlib.suppress(Exception):
+                temp = nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)
+            with contextlib.suppress(Exception):
+                power = nv.nvmlDeviceGetPowerUsage(h) / 1000.0
+            out.append(
+                GpuSample(
+                    i,
+                    name.decode() if isinstance(name, bytes) else str(name),
+                    float(util),
+                    int(mem.used),
+                    int(mem.total),
+                    temp,
+                    power,
+                )
+            )
+        if not out and not self._note:
+            self._note = "no GPU (NVML found none)"
+        return out
+
+    def sample(self) -> SystemSample:
+        vm = psutil.virtual_memory()
+        try:
+            load = psutil.getloadavg()
+        except (AttributeError, OSError):
+            load = (0.0, 0.0, 0.0)
+        gpus = self.gpus()
+        return SystemSample(
+            cpu_percent=psutil.cpu_percent(interval=None),
+            cpu_count=psutil.cpu_count() or 1,
+            ram_used=int(vm.total - vm.available),
+            ram_total=int(vm.total),
+            load=tuple(load),  # type: ignore[arg-type]
+            gpus=gpus,
+            gpu_note="" if gpus else self._note,
+        )
+
+    def close(self) -> None:
+        if self._nvml is not None:
+            with contextlib.suppress(Exception):
+                self._nvml.nvmlShutdown()
+            self._nvml = None

@@ -1,0 +1,135 @@
+"""Metric charts over textual-plotext that cost nothing while nothing changes.
+
+A chart is told *what* to show (lines of series, x-axis, smoothing); it replots
+on its own timer, only while its screen is shown and only when something it
+shows changed: at once (within 1 / ``MAX_FPS`` s) after a change of view (run,
+axis, EMA, size), at most every ``LIVE_INTERVAL`` s for new points of a live
+run (a plotext build costs tens of milliseconds; training curves do not need
+more). Data are downsampled to the widget width before plotext sees them, so a
+million-point series draws as fast as a short one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.app import RenderResult
+from textual_plotext import PlotextPlot
+
+from sslterm.runs.summary import RunSummary
+
+MAX_FPS = 4.0
+LIVE_INTERVAL = 2.0
+_MARKERS = ("braille", "dot", "+", "x", "*", "o")
+_COLORS = ("cyan", "orange", "green", "magenta", "red", "blue")
+_AXIS_LABEL = {"step": "step", "epoch": "epoch", "time": "time"}
+
+
+@dataclass(frozen=True)
+class Line:
+    """One drawn line: a metric of a run, with its legend label."""
+
+    summary: RunSummary
+    metric: str
+    label: str
+
+
+class MetricChart(PlotextPlot):
+    """Plots :class:`Line` s; call :meth:`show` as often as you like."""
+
+    DEFAULT_CSS = """
+    MetricChart { min-height: 6; }
+    """
+
+    def __init__(self, title: str, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.title = title
+        self._lines: tuple[Line, ...] = ()
+        self._axis = "step"
+        self._smoothed = False
+        self._drawn_view: object = None
+        self._drawn_data: object = None
+        self._drawn_at = 0.0
+        self.draws = 0
+        """How many times this chart replotted (tests and benchmarks read it)."""
+        self.points = 0
+        """How many points the last replot drew."""
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        if os.environ.get("NO_COLOR") is not None:
+            self.theme = "clear"
+        self.set_interval(1.0 / MAX_FPS, self._tick)
+
+    def render(self) -> RenderResult:
+        if not self.draws:  # nothing plotted yet: skip an empty plotext build (first paint)
+            return Text(f"{self.title}\n…", justify="center")
+        return super().render()
+
+    def show(self, lines: Sequence[Line], axis: str = "step", smoothed: bool = False) -> None:
+        self._lines, self._axis, self._smoothed = tuple(lines), axis, smoothed
+
+    def _view(self) -> object:
+        lines = tuple((ln.summary.id, ln.metric, ln.label) for ln in self._lines)
+        return lines, self._axis, self._smoothed, self.size, self.app.theme, self.title
+
+    def _data(self) -> object:
+        """Versions of the drawn series: a new point elsewhere redraws nothing."""
+        return tuple((id(s := ln.summary.series[ln.metric]), s.version) for ln in self._lines)
+
+    def _tick(self) -> None:
+        if not self.screen.is_current or not self.display or self.size.area == 0:
+            return
+        view, data = self._view(), self._data()
+        now = time.monotonic()
+        if view != self._drawn_view or (
+            data != self._drawn_data and now - self._drawn_at >= LIVE_INTERVAL
+        ):
+            self._drawn_view, self._drawn_data, self._drawn_at = view, data, now
+            self.replot()
+
+    def replot(self) -> None:
+        plt = self.plt
+        plt.clear_data()
+        plt.title(self.title)
+        width = max(8, self.size.width - 12) * 2  # braille: two dots per cell
+        xmax = 0.0
+        data = []
+        for line in self._lines:
+            with line.summary.lock:
+                series = line.summary.series[line.metric]
+                xs, ys = series.points(self._axis, self._smoothed, width)
+            if xs:
+                data.append((line, xs, ys))
+                xmax = max(xmax, xs[-1])
+        scale, unit = _time_unit(xmax) if self._axis == "time" else (1.0, "")
+        self.points = 0
+        mono = os.environ.get("NO_COLOR") is not None
+        for i, (line, xs, ys) in enumerate(data):
+            if scale != 1.0:
+                xs = [x / scale for x in xs]
+            kwargs = {"label": line.label} if line.label else {}
+            if mono:
+                kwargs["marker"] = _MARKERS[i % len(_MARKERS)]
+            else:
+                kwargs["marker"] = "braille"
+                kwargs["color"] = _COLORS[i % len(_COLORS)]
+            plt.plot(xs, ys, **kwargs)
+            self.points += len(xs)
+        plt.xlabel(f"{_AXIS_LABEL[self._axis]}{f' ({unit})' if unit else ''}")
+        if not data:
+            plt.title(f"{self.title} — no data yet")
+        self.draws += 1
+        self.refresh()
+
+
+def _time_unit(seconds: float) -> tuple[float, str]:
+    if seconds >= 3 * 3600:
+        return 3600.0, "h"
+    if seconds >= 180:
+        return 60.0, "min"
+    return 1.0, "s"

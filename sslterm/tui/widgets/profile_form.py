@@ -1,0 +1,209 @@
+"""The profile form: every schema field in one table, and one editor for the highlighted field.
+
+A table row per field (key, value in the file, default, help or error) keeps
+the form cheap to build and to restyle (one widget, not hundreds), so it opens
+at once over SSH. The editor under it shows the field's full help and the
+right control: a select for choices, a switch for booleans, a text field
+otherwise; the error for that field sits right under the control.
+
+The form knows nothing about files or validation; it turns what the user typed
+into TOML values (:func:`~sslterm.profile.edit.parse_input`) and posts
+:class:`FieldChanged`. The composer screen decides what to do with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Input, Label, Select, Static, Switch
+
+from sslterm.profile.edit import FieldSpec, format_value, get_value, parse_input
+
+
+class FieldChanged(Message):
+    """The user changed a field; ``value`` None means "not set: use the default"."""
+
+    def __init__(self, key: str, value: Any) -> None:
+        super().__init__()
+        self.key, self.value = key, value
+
+
+def help_text(spec: FieldSpec) -> str:
+    parts = [spec.help or spec.key]
+    if spec.choices:
+        parts.append(f"one of {', '.join(spec.choices)}")
+    if spec.limits:
+        parts.append(spec.limits)
+    return " · ".join(parts)
+
+
+class FieldTable(DataTable):
+    """One row per field; the value column shows what the file sets (blank: default)."""
+
+    BINDINGS = [Binding("enter", "edit", "Edit field")]
+
+    class EditRequested(Message):
+        pass
+
+    def __init__(self, specs: list[FieldSpec], *, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
+        self.specs = {s.key: s for s in specs}
+        self.error_key: str | None = None
+
+    def on_mount(self) -> None:
+        self.add_column("key", key="key")
+        self.add_column("value", key="value", width=16)
+        self.add_column("default", key="default", width=10)
+        self.add_column("help / error", key="note")
+        for key, spec in self.specs.items():
+            self.add_row(key, "", _clip(format_value(spec.default), 10), help_text(spec), key=key)
+
+    @property
+    def selected(self) -> FieldSpec | None:
+        if not self.row_count:
+            return None
+        row = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
+        return self.specs.get(str(row.value))
+
+    def load(self, doc: Mapping[str, Any]) -> None:
+        for key in self.specs:
+            self.show_value(key, get_value(doc, key))
+
+    def show_value(self, key: str, value: Any) -> None:
+        self.update_cell(key, "value", _clip(format_value(value), 16))
+
+    def show_error(self, key: str | None, message: str | None) -> bool:
+        """Mark ``key``'s row with ``message`` (its short form: the full line is in the
+        editor under the field and above the preview), clearing the previous mark.
+        False if the key is not a field (a typo in the file, say)."""
+        old = self.error_key
+        if old is not None and old != key and old in self.specs:
+            self.update_cell(old, "key", old)
+            self.update_cell(old, "note", help_text(self.specs[old]))
+        self.error_key = None
+        if key is None or key not in self.specs or not message:
+            return False
+        self.error_key = key
+        self.update_cell(key, "key", Text(f"✗ {key}", style="bold red"))
+        self.update_cell(key, "note", Text(f"✗ {message}", style="bold red"))
+        return True
+
+    def goto(self, key: str) -> None:
+        if key in self.specs:
+            self.move_cursor(row=self.get_row_index(key), animate=False)
+
+    def action_edit(self) -> None:
+        self.post_message(self.EditRequested())
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+class FieldEditor(Vertical):
+    """Edits one field; changes are posted as you type (live validation)."""
+
+    DEFAULT_CSS = """
+    FieldEditor { height: auto; border: round $accent; padding: 0 1; }
+    FieldEditor #field-help { color: $text-muted; }
+    FieldEditor Horizontal { height: auto; }
+    FieldEditor #field-key { width: auto; padding: 0 1 0 0; text-style: bold; }
+    FieldEditor Input, FieldEditor Select { width: 1fr; }
+    FieldEditor #field-error { color: $error; text-style: bold; }
+    """
+
+    BINDINGS = [Binding("escape", "done", "Back to fields")]
+
+    class Done(Message):
+        pass
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.spec: FieldSpec | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="field-help")
+        with Horizontal():
+            yield Label(id="field-key")
+            yield Input(id="edit-input", compact=True)
+            yield Select([], id="edit-select", compact=True, allow_blank=True)
+            yield Switch(id="edit-switch")
+        yield Static(id="field-error")
+
+    def edit(self, spec: FieldSpec, value: Any) -> None:
+        """Show ``spec`` with its current ``value`` (None: not set in the file)."""
+        self.spec = spec
+        self.border_title = spec.key
+        self.query_one("#field-key", Label).update(spec.key.rpartition(".")[2])
+        default = format_value(spec.default) or "(empty)"
+        self.query_one("#field-help", Static).update(f"{help_text(spec)} · default {default}")
+        inp = self.query_one("#edit-input", Input)
+        sel = self.query_one("#edit-select", Select)
+        sw = self.query_one("#edit-switch", Switch)
+        inp.display = spec.kind not in ("bool", "choice")
+        sel.display = spec.kind == "choice"
+        sw.display = spec.kind == "bool"
+        with self.prevent(Input.Changed, Select.Changed, Switch.Changed):
+            if spec.kind == "bool":
+                sw.value = bool(spec.default if value is None else value)
+            elif spec.kind == "choice":
+                options = list(spec.choices)
+                if value is not None and str(value) not in options:
+                    options.append(str(value))  # an invalid value stays visible with its error
+                sel.prompt = f"default: {spec.default}"
+                sel.set_options([(c, c) for c in options])
+                sel.value = Select.NULL if value is None else str(value)
+            else:
+                inp.placeholder = f"default: {default}"
+                inp.value = format_value(value)
+
+    def set_error(self, message: str | None) -> None:
+        self.query_one("#field-error", Static).update(message or "")
+        self.set_class(bool(message), "-error")
+
+    def focus_editor(self) -> None:
+        if self.spec is None:
+            return
+        kind = self.spec.kind
+        target = {"bool": "#edit-switch", "choice": "#edit-select"}.get(kind, "#edit-input")
+        self.query_one(target).focus()
+
+    def action_done(self) -> None:
+        self.post_message(self.Done())
+
+    @on(Input.Submitted, "#edit-input")
+    def _submitted(self) -> None:
+        self.post_message(self.Done())
+
+    @on(Input.Changed, "#edit-input")
+    def _input(self, event: Input.Changed) -> None:
+        """Live: every keystroke is validated. An empty field is left alone until the
+        cursor leaves it, so retyping a value keeps the key where it was in the file."""
+        event.stop()
+        if self.spec is not None and event.value.strip():
+            self.post_message(FieldChanged(self.spec.key, parse_input(event.value, self.spec.kind)))
+
+    @on(Input.Blurred, "#edit-input")
+    def _left(self, event: Input.Blurred) -> None:
+        if self.spec is not None and not event.value.strip():
+            self.post_message(FieldChanged(self.spec.key, None))  # empty: the default applies
+
+    @on(Select.Changed, "#edit-select")
+    def _select(self, event: Select.Changed) -> None:
+        event.stop()
+        if self.spec is not None:
+            value = None if event.value is Select.NULL else event.value
+            self.post_message(FieldChanged(self.spec.key, value))
+
+    @on(Switch.Changed, "#edit-switch")
+    def _switch(self, event: Switch.Changed) -> None:
+        event.stop()
+        if self.spec is not None:
+            self.post_message(FieldChanged(self.spec.key, event.value))

@@ -1,0 +1,202 @@
+"""Pure series code (EMA, downsampling) and the incremental run summary."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from sslterm.runs import summary as sm
+from sslterm.runs.store import RunDir
+from sslterm.runs.summary import RunIndex, RunSummary, Series, downsample, ema, minmax_indices
+
+
+def write_status(run: Path, **fields) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    status = {"state": "finished", "profile": "p", "started": "2024-05-01T12:00:00+00:00"}
+    status.update(fields)
+    (run / "status.json").write_text(json.dumps(status))
+
+
+def event(kind: str, t: float, **fields) -> str:
+    return json.dumps({"v": 1, "kind": kind, "t": t, **fields}, separators=(",", ":")) + "\n"
+
+
+def step_lines(n: int, start: int = 1, spe: int = 10, t0: float = 1000.0) -> str:
+    return "".join(
+        event("step", t0 + i, epoch=(i - 1) // spe, step=i, loss=10.0 / i, lr=0.1, ips=100.0)
+        for i in range(start, start + n)
+    )
+
+
+# -- ema -----------------------------------------------------------------------------
+def test_ema_basic_and_missing_values():
+    assert ema([]) == []
+    out = ema([None, 1.0, float("nan"), 3.0], weight=0.5)
+    assert math.isnan(out[0])
+    assert out[1:] == [1.0, 1.0, 2.0]
+
+
+def test_ema_counts_match_repeated_points():
+    # one point standing for 3 equals three identical points
+    assert ema([0.0, 3.0], weight=0.5, counts=[1, 3])[-1] == pytest.approx(
+        ema([0.0, 3.0, 3.0, 3.0], weight=0.5)[-1]
+    )
+
+
+def test_series_ema_matches_pure_function():
+    s = Series(weight=0.8)
+    vals = [5.0, 4.0, None, 3.5, 1.0]
+    for i, v in enumerate(vals):
+        s.append(i, i / 10, i * 2.0, v)
+    expected = ema(vals, weight=0.8)
+    assert list(s.smooth) == pytest.approx(expected)
+    xs, ys = s.points("time", smoothed=False)
+    assert xs == [0.0, 2.0, 6.0, 8.0]  # the missing value is not drawn
+    assert ys == [5.0, 4.0, 3.5, 1.0]
+
+
+# -- downsampling ----------------------------------------------------------------------
+def test_downsample_small_series_unchanged():
+    assert downsample([1, 2, 3], [3, 1, 2], 10) == ([1.0, 2.0, 3.0], [3.0, 1.0, 2.0])
+
+
+def test_downsample_keeps_spikes_and_ends():
+    n = 10_000
+    xs = list(range(n))
+    ys = [1.0] * n
+    ys[1234] = 50.0
+    ys[7777] = -3.0
+    dx, dy = downsample(xs, ys, 40)
+    assert len(dx) <= 2 * 40 + 2
+    assert dx[0] == 0 and dx[-1] == n - 1
+    assert 50.0 in dy and -3.0 in dy
+    assert dx == sorted(dx)
+
+
+def test_downsample_drops_non_finite_and_respects_x_range():
+    xs = [0, 1, 2, 3, 100, 101]  # uneven x: buckets are equal x-ranges, not equal counts
+    ys = [1, float("nan"), 2, 3, 4, 5]
+    idx = minmax_indices(xs, ys, 1)
+    assert 1 not in idx.tolist()
+    dx, dy = downsample(xs, ys, 1)
+    assert min(dy) == 1 and max(dy) == 5
+
+
+def test_series_thins_but_keeps_spike(monkeypatch):
+    monkeypatch.setattr(sm, "MAX_POINTS", 1000)
+    s = Series()
+    for i in range(1500):
+        s.append(i, 0, i, 99.0 if i == 10 else 1.0)
+    assert len(s) < 1000
+    assert 99.0 in s.value
+    assert list(s.step) == sorted(s.step)
+    assert s.step[-1] == 1499
+
+
+# -- run summary -----------------------------------------------------------------------
+def test_summary_reads_incrementally_and_ignores_torn_line(tmp_path):
+    run = tmp_path / "r1"
+    write_status(run, state="finished", ended="2024-05-01T12:10:00+00:00")
+    log = run / "events.jsonl"
+    log.write_text(
+        event("run_started", 1000.0, epochs=3, steps_per_epoch=10, profile="p") + step_lines(5)
+    )
+    s = RunSummary(RunDir(run))
+    assert s.update()
+    assert (s.epoch, s.epochs, s.step, s.last_loss) == (1, 3, 5, 2.0)
+    assert not s.update()  # nothing new
+    with open(log, "a") as fh:
+        fh.write(step_lines(10, start=6))
+        fh.write(event("val", 1016.0, epoch=1, step=15, loss=3.0, knn_top1=41.5))
+        fh.write(event("checkpoint", 1016.5, epoch=2, step=15, path="c", complete_epoch=True))
+        fh.write(event("probe", 1017.0, epoch=1, step=15, val_top1=55.0)[:-10])  # torn
+    assert s.update()
+    assert (s.epoch, s.step, s.knn, s.linear) == (2, 15, 41.5, None)
+    assert len(s.series["loss"]) == 15
+    assert s.series["loss"].epoch[-1] == pytest.approx(1.5)
+    assert s.duration() == 600.0
+
+
+def test_summary_restarts_when_log_replaced(tmp_path):
+    run = tmp_path / "r1"
+    write_status(run)
+    log = run / "events.jsonl"
+    log.write_text(event("run_started", 1000.0, epochs=3, steps_per_epoch=10) + step_lines(20))
+    s = RunSummary(RunDir(run))
+    s.update()
+    assert len(s.series["loss"]) == 20
+    tmp = run / "events.new"
+    tmp.write_text(event("run_started", 1000.0, epochs=3, steps_per_epoch=10) + step_lines(10))
+    os.replace(tmp, log)  # what a resume does
+    assert s.update()
+    assert len(s.series["loss"]) == 10 and s.step == 10
+
+
+def test_summary_failed_run_and_dead_process(tmp_path):
+    run = tmp_path / "r1"
+    write_status(run, state="failed", error="CUDA out of memory")
+    (run / "events.jsonl").write_text(
+        event(
+            "run_failed",
+            1.0,
+            epoch=0,
+            step=3,
+            error="RuntimeError: CUDA out of memory",
+            traceback="tb",
+        )
+    )
+    s = RunSummary(RunDir(run))
+    s.update()
+    assert s.state == "failed" and "out of memory" in s.error and s.traceback == "tb"
+    dead = tmp_path / "r2"
+    write_status(dead, state="running", host=socket.gethostname(), pid=999999)
+    d = RunSummary(RunDir(dead))
+    d.update()
+    assert d.state == "failed" and "died" in d.error
+
+
+def test_sampled_open_keeps_every_rare_event(tmp_path, monkeypatch):
+    monkeypatch.setattr(sm, "SAMPLE_BYTES", 20_000)
+    monkeypatch.setattr(sm, "TAIL_BYTES", 3_000)
+    monkeypatch.setattr(sm, "HISTORY_POINTS", 100)
+    run = tmp_path / "big"
+    write_status(run)
+    parts = [event("run_started", 1000.0, epochs=100, steps_per_epoch=100)]
+    for ep in range(20):
+        parts.append(step_lines(100, start=ep * 100 + 1, spe=100))
+        parts.append(
+            event("val", 2000.0 + ep, epoch=ep, step=(ep + 1) * 100, loss=1.0, knn_top1=float(ep))
+        )
+    (run / "events.jsonl").write_text("".join(parts))
+    s = RunSummary(RunDir(run))
+    s.update()
+    assert len(s.series["knn"]) == 20  # every val event
+    assert s.knn == 19.0 and s.step == 2000 and s.last_loss == pytest.approx(10.0 / 2000)
+    n = len(s.series["loss"])
+    assert 100 < n < 600  # sampled history + full tail, not all 2000
+    assert list(s.series["loss"].step) == sorted(s.series["loss"].step)
+    with open(run / "events.jsonl", "a") as fh:  # follows in full afterwards
+        fh.write(step_lines(3, start=2001, spe=100))
+    s.update()
+    assert len(s.series["loss"]) == n + 3
+
+
+def test_run_index_finds_and_forgets_runs(tmp_path):
+    for name, started in (
+        ("a-1", "2024-05-01T12:00:00+00:00"),
+        ("b-2", "2024-05-02T12:00:00+00:00"),
+    ):
+        write_status(tmp_path / name, started=started)
+    (tmp_path / ".queue").mkdir()
+    index = RunIndex(tmp_path)
+    changed, removed = index.refresh()
+    assert changed == {"a-1", "b-2"} and not removed
+    assert [s.id for s in index.ordered()] == ["b-2", "a-1"]
+    assert index.refresh() == (set(), set())
+    (tmp_path / "a-1" / "status.json").unlink()
+    assert index.refresh() == (set(), {"a-1"})

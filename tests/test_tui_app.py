@@ -1,0 +1,411 @@
+"""Pilot tests of the app's flows on fixed run directories (no training runs here;
+the flows with the real launcher are in test_tui_e2e.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_tui_fixtures import (
+    SMOKE,
+    T0,
+    make_runs,
+    notices,
+    screen_text,
+    utc_env,
+    wait_until,
+    write_run,
+)
+from textual.command import CommandList, CommandPalette
+
+from sslterm.runs import queue
+from sslterm.tui.app import SSLTermApp
+from sslterm.tui.screens.composer import ComposerScreen
+from sslterm.tui.screens.dialogs import ConfirmScreen, PathPrompt
+from sslterm.tui.widgets.charts import MetricChart
+from sslterm.tui.widgets.profile_form import FieldTable
+from sslterm.tui.widgets.runs_table import RunsTable
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = (130, 40)
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _utc():
+    with utc_env():
+        yield
+
+
+@pytest.fixture
+def runs_dir(tmp_path: Path) -> Path:
+    return make_runs(tmp_path / "runs")
+
+
+@pytest.fixture
+def profiles_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "profiles"
+    d.mkdir()
+    (d / "smoke.toml").write_text(SMOKE)
+    return d
+
+
+def make_app(runs_dir: Path, profiles_dir: Path) -> SSLTermApp:
+    return SSLTermApp(runs_dir, profiles_dir, poll_interval=0.2)
+
+
+def row(table: RunsTable, run_id: str) -> list[str]:
+    return [str(c) for c in table.get_row(run_id)]
+
+
+# -- runs view --------------------------------------------------------------------------
+async def test_runs_view_lists_runs_charts_and_failure(runs_dir, profiles_dir):
+    app = make_app(runs_dir, profiles_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one(RunsTable)
+        await wait_until(pilot, lambda: table.row_count == 3)
+        assert [str(k.value) for k in table.rows] == [
+            "smoke-20240501-180000",
+            "cifar10-20240501-150000",
+            "cifar10-20240501-120000",
+        ]
+        finished = row(table, "cifar10-20240501-120000")
+        assert finished[1:] == [
+            "cifar10-20240501-120000", "finished", "cifar10", "10/10", "0.8163",
+            "80.5%", "85.5%", "1800", "2024-05-01 12:00", "10m02s",
+        ]  # fmt: skip
+        chart = app.screen.query_one("#chart-loss", MetricChart)
+        await wait_until(pilot, lambda: chart.points > 0)
+
+        await pilot.press("down")  # the failed run: its error in plain sight
+        await wait_until(pilot, lambda: "CUDA out of memory" in screen_text(app))
+        banner = app.screen.query_one("#error-banner")
+        assert banner.display and "failed: rank 0: RuntimeError" in screen_text(app)
+        assert "engine.py" in screen_text(app)  # last traceback lines too
+
+        draws = chart.draws
+        await pilot.press("e")
+        assert app.smoothed
+        await wait_until(pilot, lambda: chart.draws > draws)
+        await pilot.press("x")
+        assert app.axis == "epoch"
+        await pilot.press("x", "x")
+        assert app.axis == "step"
+
+
+async def test_live_run_refreshes_by_itself(tmp_path, profiles_dir):
+    """A run that keeps writing: the table and the chart follow it without a key press."""
+    out = tmp_path / "runs"
+    run = write_run(out, "live-20240501-120000", state="running", start=T0, done_epochs=1)
+    log = run / "events.jsonl"
+    app = make_app(out, profiles_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one(RunsTable)
+        chart = app.screen.query_one("#chart-loss", MetricChart)
+        await wait_until(pilot, lambda: chart.points > 0)
+        assert row(table, run.name)[2] == "running"
+        before = len(app.index.runs[run.name].series["loss"])
+        with open(log, "a") as fh:
+            for i in range(1, 31):
+                fh.write(json.dumps({"v": 1, "kind": "step", "t": T0 + 100 + i, "epoch": 1,
+                                     "step": 20 + i, "loss": 0.123, "lr": 0.1, "ips": 999.0}) + "\n")  # fmt: skip
+        await wait_until(pilot, lambda: row(table, run.name)[5] == "0.123")
+        assert row(table, run.name)[8] == "999"
+        assert len(app.index.runs[run.name].series["loss"]) == before + 30
+        draws = chart.draws
+        await wait_until(pilot, lambda: chart.draws > draws)
+
+
+async def test_command_palette_offers_every_key(runs_dir, profiles_dir):
+    app = make_app(runs_dir, profiles_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.index.runs)
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        for title in ("Stop", "Kill", "Resume", "Delete", "Again…", "Mark", "Compare", "EMA",
+                      "X-axis", "Runs", "Compose", "Queue", "System"):  # fmt: skip
+            assert title in titles
+        await pilot.press("ctrl+p")
+        await wait_until(pilot, lambda: isinstance(app.screen, CommandPalette))
+        await pilot.press(*"System")
+
+        def first_hit() -> str:
+            hits = app.screen.query_one(CommandList)
+            return str(hits.get_option_at_index(0).prompt) if hits.option_count else ""
+
+        await wait_until(pilot, lambda: first_hit().startswith("System"))
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.current_mode == "system")
+
+
+async def test_no_color_is_honoured(runs_dir, profiles_dir, monkeypatch):
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = make_app(runs_dir, profiles_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.index.runs)
+        assert app.no_color
+        assert app.screen.query_one("#chart-loss", MetricChart).theme == "clear"
+
+
+# -- composer ---------------------------------------------------------------------------
+async def open_composer(pilot, app: SSLTermApp, path: Path) -> ComposerScreen:
+    await pilot.press("2")
+    await wait_until(pilot, lambda: isinstance(app.screen, ComposerScreen))
+    screen = app.screen
+    assert screen.open_path(path)
+    await pilot.pause()
+    return screen
+
+
+async def type_into_field(pilot, screen: ComposerScreen, key: str, text: str) -> None:
+    screen.edit_field(key)
+    await pilot.pause()
+    await pilot.press("end", "ctrl+u", *text)
+    await pilot.pause()
+
+
+async def test_composer_inline_error_is_the_cli_message_then_fix_and_save(runs_dir, profiles_dir):
+    path = profiles_dir / "smoke.toml"
+    original = path.read_text()
+    app = make_app(runs_dir, profiles_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_composer(pilot, app, path)
+        fields = screen.query_one(FieldTable)
+        await type_into_field(pilot, screen, "train.base_lr", "-1")
+        await wait_until(pilot, lambda: fields.error_key == "train.base_lr")
+        message = str(screen.error)
+        assert message.startswith(f"{path}:") and "train.base_lr" in message
+        note = str(fields.get_cell("train.base_lr", "note"))
+        editor_error = str(screen.query_one("#field-error").render())
+        assert note == f"✗ {screen.error.message}" and editor_error.strip() == message
+        await pilot.press("ctrl+s")  # saving an invalid profile is allowed (work in progress)
+        await wait_until(pilot, lambda: not screen.dirty)
+        cli = subprocess.run(
+            [sys.executable, "-m", "sslterm", "profile", "show", str(path)],
+            capture_output=True, text=True, cwd=REPO, timeout=120,
+        )  # fmt: skip
+        assert cli.returncode == 2
+        assert cli.stderr.strip() == f"sslterm: {message}"  # the CLI's own line
+
+        await type_into_field(pilot, screen, "train.base_lr", "0.02")
+        await wait_until(pilot, lambda: screen.error is None)
+        assert fields.error_key is None
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: not screen.dirty)
+    saved = path.read_text()
+    changed = [
+        (a, b) for a, b in zip(original.splitlines(), saved.splitlines(), strict=True) if a != b
+    ]
+    assert changed == [("base_lr = 0.05", "base_lr = 0.02")]  # comments and layout kept
+
+
+async def test_composer_select_unknown_key_and_save_as(
+    runs_dir, profiles_dir, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    bad = profiles_dir / "typo.toml"
+    bad.write_text("# keep me\n[train]\nepoch = 3  # typo\n")
+    app = make_app(runs_dir, profiles_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_composer(pilot, app, bad)
+        assert "did you mean 'train.epochs'" in str(screen.error)
+        assert "did you mean" in screen_text(app)  # shown above the preview
+        # fix it in the form: a choice through the select, a number through the input
+        screen.edit_field("data.dataset")
+        await pilot.pause()
+        screen.query_one("#edit-select").value = "svhn"
+        await wait_until(pilot, lambda: 'dataset = "svhn"' in screen.text)
+        await type_into_field(pilot, screen, "train.epochs", "3")
+        assert "epochs = 3" in screen.text and "did you mean" in str(screen.error)
+        screen.doc["train"].remove("epoch")  # (the form edits schema keys only)
+        screen._refresh()
+        assert screen.error is None
+        await pilot.press("escape", "ctrl+t")
+        await wait_until(pilot, lambda: isinstance(app.screen, PathPrompt))
+        target = tmp_path / "mine.toml"
+        await pilot.press("ctrl+u", *"mine.toml", "enter")
+        await wait_until(pilot, lambda: target.exists())
+        assert screen.path == Path("mine.toml") and not screen.dirty
+    text = target.read_text()
+    assert text.startswith("# keep me\n") and 'dataset = "svhn"' in text
+
+
+async def test_again_opens_the_runs_profile_as_a_new_one(runs_dir, profiles_dir):
+    app = make_app(runs_dir, profiles_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app.screen.query_one(RunsTable).row_count == 3)
+        await pilot.press("a")
+        await wait_until(pilot, lambda: isinstance(app.screen, ComposerScreen))
+        screen = app.screen
+        assert screen.path is None and screen.stem == "smoke" and screen.dirty
+        assert "temperature = 0.5" in screen.text
+
+
+# -- compare ----------------------------------------------------------------------------
+async def test_compare_overlays_and_lists_only_differing_keys(runs_dir, profiles_dir):
+    app = make_app(runs_dir, profiles_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one(RunsTable)
+        await wait_until(pilot, lambda: table.row_count == 3)
+        await pilot.press("down", "space", "space")  # mark both cifar10 runs
+        assert app.marked == {"cifar10-20240501-150000", "cifar10-20240501-120000"}
+        await pilot.press("c")
+        await wait_until(pilot, lambda: app.current_mode == "compare")
+        diff = app.screen.query_one("#diff")
+        await wait_until(pilot, lambda: diff.row_count > 0)
+        assert [str(k.value) for k in diff.rows] == ["model.temperature", "train.base_lr"]
+        assert "2 profile keys differ" in screen_text(app)
+        chart = app.screen.query_one(MetricChart)
+        await wait_until(pilot, lambda: chart.points > 0)
+        assert len(chart._lines) == 2
+        await pilot.press("m")
+        assert app.screen.metric == "val_loss"
+
+
+# -- queue ------------------------------------------------------------------------------
+async def test_queue_two_profiles_from_the_composer(runs_dir, profiles_dir, monkeypatch):
+    started = []
+    monkeypatch.setattr(queue, "ensure_runner", lambda out: started.append(out) or True)
+    app = make_app(runs_dir, profiles_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_composer(pilot, app, profiles_dir / "smoke.toml")
+        await pilot.press("ctrl+g")
+        await pilot.pause()
+        await pilot.press("ctrl+g")
+        await wait_until(pilot, lambda: len(queue.pending(runs_dir)) == 2)
+        assert len(started) == 2
+        await pilot.press("escape", "4")
+        await wait_until(pilot, lambda: app.current_mode == "queue")
+        pending = app.screen.query_one("#pending")
+        await wait_until(pilot, lambda: pending.row_count == 2)
+        assert "2 waiting" in screen_text(app)
+        await pilot.press("x")
+        await wait_until(pilot, lambda: pending.row_count == 1)
+    assert [i.stem for i in queue.pending(runs_dir)] == ["smoke"]
+
+
+# -- run control with real processes (a stand-in supervisor, no training) ------------------
+FAKE_SUPERVISOR = """
+import sys, time
+from pathlib import Path
+from sslterm.runs.store import RunDir, hold_lock, utc_now
+run = RunDir(Path(sys.argv[1]))
+hold_lock(run)
+run.update_status(state="running", pid=__import__("os").getpid(), pgid=__import__("os").getpgid(0))
+while not run.stop_file.exists():
+    time.sleep(0.05)
+run.update_status(state="stopped", ended=utc_now())
+"""
+
+
+def start_fake(out: Path, run_id: str) -> tuple[Path, subprocess.Popen]:
+    run = write_run(out, run_id, state="running", start=T0 + 9 * 3600, done_epochs=1,
+                    host=socket.gethostname())  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", FAKE_SUPERVISOR, str(run)], cwd=REPO,
+                            start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while json.loads((run / "status.json").read_text()).get("pgid") is None:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    return run, proc
+
+
+async def test_stop_kill_delete_on_live_processes(runs_dir, profiles_dir):
+    run_a, proc_a = start_fake(runs_dir, "zz-20240502-000000")
+    run_b, proc_b = start_fake(runs_dir, "zz-20240502-000001")
+    try:
+        app = make_app(runs_dir, profiles_dir)
+        async with app.run_test(size=SIZE) as pilot:
+            table = app.screen.query_one(RunsTable)
+            await wait_until(pilot, lambda: table.row_count == 5)
+            assert table.selected == run_b.name
+            assert row(table, run_b.name)[2] == "running"
+            await pilot.press("d")  # never delete a running run
+            await wait_until(pilot, lambda: "stop it before deleting" in notices(app))
+            assert run_b.exists() and not isinstance(app.screen, ConfirmScreen)
+
+            await pilot.press("k")  # kill asks first; 'n' keeps it running
+            await wait_until(pilot, lambda: "Kill zz-20240502-000001?" in screen_text(app))
+            await pilot.press("n")
+            await wait_until(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+            assert proc_b.poll() is None
+            await pilot.press("k")
+            await wait_until(pilot, lambda: "Kill zz-20240502-000001?" in screen_text(app))
+            await pilot.press("y")
+            await wait_until(pilot, lambda: proc_b.poll() is not None)
+            await wait_until(pilot, lambda: row(table, run_b.name)[2] == "failed")
+
+            await pilot.press("down")  # the other one: a graceful stop
+            assert table.selected == run_a.name
+            await pilot.press("s")
+            await wait_until(pilot, lambda: row(table, run_a.name)[2] == "stopped")
+            assert proc_a.wait(timeout=30) == 0
+
+            await pilot.press("d")
+            await wait_until(pilot, lambda: "Delete zz-20240502-000000" in screen_text(app))
+            await pilot.press("y")
+            await wait_until(pilot, lambda: not run_a.exists())
+            await wait_until(pilot, lambda: table.row_count == 4)
+    finally:
+        for proc in (proc_a, proc_b):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+async def test_two_apps_watch_one_run(tmp_path, profiles_dir):
+    """Two apps on one live run: both follow it, a stop from one shows in both."""
+    out = tmp_path / "runs"
+    run, proc = start_fake(out, "shared-20240502-000000")
+    try:
+        one, two = make_app(out, profiles_dir), make_app(out, profiles_dir)
+        async with one.run_test(size=SIZE) as p1, two.run_test(size=(100, 30)) as p2:
+            t1, t2 = one.screen.query_one(RunsTable), two.screen.query_one(RunsTable)
+            await wait_until(p1, lambda: t1.row_count == 1 and t2.row_count == 1)
+            with open(run / "events.jsonl", "a") as fh:
+                fh.write(json.dumps({"v": 1, "kind": "step", "t": T0 + 9e4, "epoch": 1, "step": 21,
+                                     "loss": 0.4242, "lr": 0.1, "ips": 10.0}) + "\n")  # fmt: skip
+                fh.write('{"v":1,"kind":"step","t":1')  # a torn line: never shown
+            await wait_until(p1, lambda: row(t1, run.name)[5] == "0.4242" == row(t2, run.name)[5])
+            log_one = one.screen.query_one("#log")
+            assert any("epoch 0: loss ok" in line for line in log_one.lines)
+            await p2.press("s")
+            await wait_until(p1, lambda: row(t1, run.name)[2] == "stopped" == row(t2, run.name)[2])
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+async def test_open_picker_new_from_shipped_and_by_path(
+    runs_dir, profiles_dir, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    other = Path("elsewhere.toml")
+    other.write_text("# mine\n[train]\nepochs = 7\n")
+    app = make_app(runs_dir, profiles_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await wait_until(pilot, lambda: isinstance(app.screen, ComposerScreen))
+        composer = app.screen
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: "Open a profile" in screen_text(app))
+        await pilot.press("c")  # a new profile from the highlighted shipped one
+        await wait_until(pilot, lambda: app.screen is composer)
+        assert composer.path is None and composer.stem == "smoke" and "test_resnet" in composer.text
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: "Open a profile" in screen_text(app))
+        await pilot.press("tab", *str(other), "enter")  # or any path
+        await wait_until(pilot, lambda: composer.path == other)
+        assert composer.text == other.read_text()

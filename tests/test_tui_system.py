@@ -1,0 +1,99 @@
+"""The system panel's sampler never fails without a GPU, and `sslterm serve` stays local."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sslterm.tui import format as fmt
+from sslterm.tui.serve import app_command
+from sslterm.tui.system import SystemMonitor
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_sampler_without_nvml(monkeypatch):
+    import pynvml
+
+    def broken() -> None:
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
+
+    monkeypatch.setattr(pynvml, "nvmlInit", broken)
+    s = SystemMonitor().sample()
+    assert s.gpus == [] and s.gpu_note.startswith("no GPU")
+    assert 0 <= s.cpu_percent <= 100 and 0 < s.ram_used <= s.ram_total
+
+
+def test_sampler_with_a_gpu(monkeypatch):
+    import pynvml
+
+    class Mem:
+        used, total = 30 << 30, 80 << 30
+
+    class Util:
+        gpu = 97
+
+    for name, value in {
+        "nvmlInit": lambda: None,
+        "nvmlDeviceGetCount": lambda: 2,
+        "nvmlDeviceGetHandleByIndex": lambda i: i,
+        "nvmlDeviceGetName": lambda h: b"NVIDIA H100",
+        "nvmlDeviceGetMemoryInfo": lambda h: Mem,
+        "nvmlDeviceGetUtilizationRates": lambda h: Util,
+        "nvmlDeviceGetTemperature": lambda h, kind: 60 + h,
+        "nvmlDeviceGetPowerUsage": lambda h: 400_000,
+    }.items():
+        monkeypatch.setattr(pynvml, name, value)
+    s = SystemMonitor().sample()
+    assert [(g.index, g.name, g.util, g.temperature, g.power_w) for g in s.gpus] == [
+        (0, "NVIDIA H100", 97.0, 60, 400.0),
+        (1, "NVIDIA H100", 97.0, 61, 400.0),
+    ]
+
+
+def test_format_helpers():
+    assert [fmt.duration(s) for s in (None, 5, 125, 3 * 3600 + 7 * 60, 2 * 86400 + 4 * 3600)] == [
+        "—", "5s", "2m05s", "3h07m", "2d04h",
+    ]  # fmt: skip
+    assert fmt.number(0.8163333) == "0.8163" and fmt.number(1e-6) == "1.000e-06"
+    assert fmt.bar(0.5, 4) == "██░░" and fmt.size(1536) == "1.5 KiB"
+
+
+def test_serve_command_is_quoted():
+    cmd = app_command("my runs; rm -rf /", "profiles")
+    assert "'my runs; rm -rf /'" in cmd and cmd.startswith(sys.executable)
+
+
+def test_serve_listens_on_localhost_only(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", f"from sslterm.tui.serve import serve; serve(port={port})"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail("serve did not answer")
+                time.sleep(0.2)
+        assert b"sslterm" in page
+        listening = [
+            c.laddr for c in psutil.Process(proc.pid).net_connections() if c.status == "LISTEN"
+        ]
+        assert listening and all(addr.ip == "127.0.0.1" for addr in listening)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
