@@ -18,5 +18,5 @@ def test_every_profile_key_is_documented():
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci/run").read_text()
-    assert "python -m pytest -q" in readme and "python -m pytest -q" in ci
+    assert "python -m pytest -q -n 2 --dist loadfile" in readme and "python -m pytest -q -n 2 --dist loadfile" in ci
     assert 'pip install -q -e ".[test]"' in ci and 'pip install -e ".[test]"' in readme

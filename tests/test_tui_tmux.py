@@ -72,7 +72,7 @@ def test_app_in_a_real_terminal(tmp_path):
         term.keys("Down")
         term.wait_for("CUDA out of memory")
         term.keys("2")
-        term.wait_for("help / error")
+        term.wait_for("TOML to be")
         term.keys("C-o")
         term.wait_for("Open a profile")
         term.keys("Escape")  # alone: Escape then a key at once would read as alt+key

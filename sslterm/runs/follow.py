@@ -111,6 +111,9 @@ def follow(run: RunDir, console: Console | None = None, poll: float = 0.25) -> i
                         console.print(message)
                     if kind in TERMINAL:
                         break
+                if not run.path.is_dir():
+                    console.print(f"[red]run directory {run.path} is gone[/]")
+                    return 1
                 state, error = run.state()
                 if state in ("finished", "stopped", "failed"):
                     for event in reader.read_new():

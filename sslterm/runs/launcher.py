@@ -25,7 +25,14 @@ from pathlib import Path
 from sslterm.errors import ProfileError, UserError
 from sslterm.profile.load import CLI, load_profile, locate, parse_override, resolved_toml
 from sslterm.profile.schema import Profile
-from sslterm.runs.store import ACTIVE, RunDir, atomic_write_text, new_run_dir, utc_now
+from sslterm.runs.store import (
+    ACTIVE,
+    RunDir,
+    atomic_write_text,
+    hold_lock,
+    new_run_dir,
+    utc_now,
+)
 
 
 def _cuda_visible() -> bool:
@@ -118,19 +125,26 @@ def _at_key(
 
 
 def _spawn(run: RunDir, profile: Profile) -> None:
-    cmd = [sys.executable, "-m", "sslterm.runs.supervise", str(run.path), "--",
-           *accelerate_command(profile, run.path)]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    if profile.launch.cpu:
-        env["CUDA_VISIBLE_DEVICES"] = ""
-    if profile.launch.cpu or not _cuda_visible():
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(
-            1, profile.launch.num_processes))))
-    with open(run.stdout, "ab") as log:
-        child = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, env=env, cwd=os.getcwd(), close_fds=True,
-        )
+    """Start the supervisor, handing it the run's lock: taken here, before the status is
+    written, so of two launches at once exactly one goes ahead and the other is refused."""
+    lock_fd = hold_lock(run)
+    try:
+        run.update_status(state="queued", error=None, exit_code=None, ended=None)
+        cmd = [sys.executable, "-m", "sslterm.runs.supervise", str(run.path), "--",
+               *accelerate_command(profile, run.path)]
+        env = dict(os.environ, PYTHONUNBUFFERED="1", SSLTERM_LOCK_FD=str(lock_fd))
+        if profile.launch.cpu:
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        if profile.launch.cpu or not _cuda_visible():
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(
+                1, profile.launch.num_processes))))
+        with open(run.stdout, "ab") as log:
+            child = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, env=env, cwd=os.getcwd(), pass_fds=(lock_fd,),
+            )
+    finally:
+        os.close(lock_fd)  # the supervisor's inherited copy keeps the lock
     # Reap the supervisor when it ends, so a long-lived caller (the app) keeps no zombies.
     threading.Thread(target=child.wait, daemon=True).start()
 
@@ -162,10 +176,11 @@ def start_run(
 
 
 def wait_started(run: RunDir, timeout: float = 30.0) -> None:
-    """Wait until the supervisor holds the lock (or the run already ended)."""
+    """Wait until the supervisor has marked the run running (or it ended: the lock,
+    taken before the supervisor starts, is free again)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if run.is_locked() or run.read_status().get("state") not in ("queued", None):
+        if run.read_status().get("state") not in ("queued", None) or not run.is_locked():
             return
         time.sleep(0.05)
 
@@ -201,7 +216,6 @@ def resume_run(run: RunDir, overrides: Sequence[str] = ()) -> RunDir:
     profile = load_profile(run.profile, overrides)
     if overrides:
         atomic_write_text(run.profile, resolved_toml(profile))
-    run.update_status(state="queued", error=None, exit_code=None, ended=None)
     _spawn(run, profile)
     return run
 

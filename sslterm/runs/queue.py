@@ -196,10 +196,13 @@ def ensure_runner(output_dir: str | Path) -> bool:
 
 
 def busy(output_dir: str | Path) -> bool:
-    """A run of this host under the output folder is running or stopping."""
+    """A run of this host under the output folder is starting, running or stopping
+    (a starting run already holds its lock while its status still says queued)."""
     host = socket.gethostname()
     for run in iter_runs(output_dir):
-        if run.read_status().get("host") in (None, host) and run.state()[0] in ACTIVE:
+        if run.read_status().get("host") in (None, host) and (
+            run.state()[0] in ACTIVE or run.is_locked()
+        ):
             return True
     return False
 

@@ -77,7 +77,8 @@ def final_state(run: RunDir, exit_code: int, signalled: bool = False) -> tuple[s
 
 def supervise(run_dir: str, cmd: list[str]) -> int:
     run = RunDir(Path(run_dir))
-    lock_fd = hold_lock(run)
+    inherited = os.environ.pop("SSLTERM_LOCK_FD", None)
+    lock_fd = int(inherited) if inherited else hold_lock(run)
     for stale in run.path.glob("error-rank*.json"):
         stale.unlink()
     run.stop_file.unlink(missing_ok=True)
