@@ -35,14 +35,14 @@ KINDS = (
 )
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """JSON has no NaN/inf: store them as null so every reader can parse the line."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -86,7 +86,7 @@ class EventWriter:
     def emit(self, kind: str, **fields: Any) -> dict[str, Any]:
         if kind not in KINDS:
             raise ValueError(f"unknown event kind {kind!r}")
-        event = {"v": SCHEMA_VERSION, "kind": kind, "t": round(time.time(), 3), **_clean(fields)}
+        event = {"v": SCHEMA_VERSION, "kind": kind, "t": round(time.time(), 3), **json_safe(fields)}
         self._fh.write(json.dumps(event, separators=(",", ":")) + "\n")
         self._fh.flush()
         return event

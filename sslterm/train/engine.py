@@ -44,7 +44,7 @@ from sslterm.models import create_encoder, projector
 from sslterm.profile.load import load_profile
 from sslterm.profile.schema import Profile
 from sslterm.runs import checkpoints as ckpt
-from sslterm.runs.events import EventWriter, truncate_after_checkpoint
+from sslterm.runs.events import EventWriter, json_safe, truncate_after_checkpoint
 from sslterm.runs.store import RunDir, atomic_write_text
 from sslterm.train.optim import build_optimizer, lr_at, param_groups, scaled_lr
 from sslterm.train.schedule import checkpoint_due, probe_due, val_due
@@ -606,17 +606,7 @@ def build_results(p: Profile, h: History, run: RunDir) -> dict[str, Any]:
             "protocol": "online linear probe on detached features of augmented training views",
             "train_top1": _final(h.epochs, "online_top1"),
         }
-    return _no_nan(results)
-
-
-def _no_nan(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _no_nan(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_no_nan(v) for v in value]
-    return value
+    return json_safe(results)
 
 
 def write_rank_error(run: RunDir, rank: int, exc: BaseException) -> dict[str, str]:
