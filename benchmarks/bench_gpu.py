@@ -30,7 +30,7 @@ def peak_for(name: str) -> float | None:
     return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
 
 
-def profile_text(args: argparse.Namespace, out: Path, augment: str) -> str:
+def profile_text(args: argparse.Namespace, out: Path, augment: str, compile_: bool) -> str:
     return f"""
 name = "bench-{augment}"
 [data]
@@ -53,7 +53,7 @@ optimizer = "lars"
 base_lr = 0.175
 precision = "{args.precision}"
 channels_last = true
-compile = {str(args.compile).lower()}
+compile = {str(compile_).lower()}
 max_steps_per_epoch = {args.steps + args.warmup}
 log_every = 50
 val_interval = 0
@@ -67,18 +67,26 @@ output_dir = "{out}"
 
 
 def step_flops(trainer) -> float:  # noqa: ANN001
+    """FLOPs of one forward + backward, counted on the eager encoder (compile changes no FLOPs)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    x1, x2, y = next(trainer.epoch_batches(0, 0))
-    with FlopCounterMode(display=False) as counter:
-        with trainer.acc.autocast():
-            out = trainer.model(x1, x2, y)
-        out["loss"].backward()
+    model = trainer.acc.unwrap_model(trainer.model)
+    encoder = model.encoder
+    model.encoder = getattr(encoder, "_orig_mod", encoder)
+    try:
+        x1, x2, y = next(trainer.epoch_batches(0, 0))
+        with FlopCounterMode(display=False) as counter:
+            with trainer.acc.autocast():
+                out = trainer.model(x1, x2, y)
+            out["loss"].backward()
+    finally:
+        model.encoder = encoder
     trainer.opt.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())
 
 
-def measure(args: argparse.Namespace, augment: str) -> dict[str, float]:
+def measure(args: argparse.Namespace, path: str) -> dict[str, float]:
+    """Time one data path: ``cpu``, ``gpu``, or either with ``+compile``."""
     from sslterm.profile.load import validate_text
     from sslterm.runs.store import RunDir
     from sslterm.train.engine import Position, Trainer
@@ -87,7 +95,8 @@ def measure(args: argparse.Namespace, augment: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         run = RunDir(Path(tmp) / "run")
         run.path.mkdir()
-        text = profile_text(args, Path(tmp), augment)
+        augment, _, extra = path.partition("+")
+        text = profile_text(args, Path(tmp), augment, args.compile or extra == "compile")
         (run.path / "profile.toml").write_text(text)
         trainer = Trainer(run, validate_text(text, "bench.toml"))
         trainer.setup()
@@ -122,13 +131,14 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="extracted CIFAR-10 image folder")
     parser.add_argument("--encoder", default="resnet18")
     parser.add_argument("--batch", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--precision", default="bf16")
-    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="compile every path")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--paths", default="cpu,gpu", help="which data paths to time")
+    parser.add_argument("--paths", default="cpu,gpu,gpu+compile",
+                        help="data paths to time, comma-separated: cpu, gpu, gpu+compile")
     args = parser.parse_args()
     name = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" \
         else "cpu"
@@ -139,7 +149,7 @@ def main() -> None:
     for path in args.paths.split(","):
         r = results[path] = measure(args, path)
         mfu = f"{100 * r['achieved_tflops'] / peak:.1f}%" if peak else "n/a"
-        print(f"{path:>4} path: {r['ips']:10,.0f} img/s  {r['epoch_s']:7.2f} s/epoch  "
+        print(f"{path:>11} path: {r['ips']:10,.0f} img/s  {r['epoch_s']:7.2f} s/epoch  "
               f"peak mem {r['peak_mem_gib']:.2f} GiB  {r['achieved_tflops']:.1f} TFLOP/s  "
               f"MFU {mfu}  ({r['flops_per_step'] / 1e12:.3f} TFLOP/step)", flush=True)
     if "cpu" in results and "gpu" in results:

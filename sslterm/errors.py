@@ -10,9 +10,25 @@ class UserError(Exception):
 
 
 class ProfileError(UserError):
-    """A profile problem, located by file, line and key."""
+    """A profile problem, located by file, line and key.
 
-    def __init__(self, path: str, line: int | None, key: str | None, message: str) -> None:
+    The message is the first problem found; ``also`` holds the others found in the
+    same pass (the CLI prints one line, the composer marks every field).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        line: int | None,
+        key: str | None,
+        message: str,
+        also: tuple[ProfileError, ...] = (),
+    ) -> None:
         self.path, self.line, self.key, self.message = path, line, key, message
+        self.also = also
         where = path if line is None else f"{path}:{line}"
         super().__init__(f"{where}: {key}: {message}" if key else f"{where}: {message}")
+
+    @property
+    def problems(self) -> tuple[ProfileError, ...]:
+        return (self, *self.also)

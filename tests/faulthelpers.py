@@ -146,7 +146,10 @@ def processes(run: Path) -> list[tuple[int, str]]:
 
 
 def wait_gone(run: Path, timeout: float = 60) -> None:
-    wait_for(lambda: not processes(run), "every process of the run to exit", run, timeout)
+    """No process names the run and its lock is free. Both: an exiting process drops
+    its command line (exit_mm) before its open files (exit_files, the lock)."""
+    wait_for(lambda: not processes(run) and not RunDir(run).is_locked(),
+             "every process of the run to exit", run, timeout)
 
 
 def kill_leftovers(run: Path) -> None:

@@ -201,3 +201,13 @@ def test_image_tensors_validate_their_layout():
         ImageTensors(torch.zeros(2, 3, 4, 4), torch.zeros(2, dtype=torch.int64))
     with pytest.raises(ValueError, match="int64"):
         ImageTensors(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64))
+
+
+def test_auto_keeps_the_cache_on_the_gpu_only_where_it_fits_in_half_the_free_memory():
+    from sslterm.train.engine import keep_resident
+
+    cifar = 50_000 * 3 * 32 * 32  # 147 MiB
+    assert keep_resident("auto", cifar, 80 << 30)
+    assert keep_resident("auto", cifar, 2 * cifar)
+    assert not keep_resident("auto", cifar, 2 * cifar - 2)
+    assert keep_resident("gpu", cifar, 0)  # asked for explicitly: the user's call

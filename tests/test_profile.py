@@ -85,3 +85,19 @@ def test_profile_show_is_complete(tmp_path):
     profile = load_profile(frozen)
     assert profile.train.epochs == 7 and profile.name == "smoke"
     assert "lars_trust_coefficient = 0.001" in out.stdout  # defaults written out
+
+
+def test_every_field_problem_is_reported_once_and_located(tmp_path):
+    text = "[model]\ntemperature = -1\n\n[train]\nbase_lr = 0\nepochs = 0\nepoch = 3\n"
+    with pytest.raises(ProfileError) as info:
+        validate_text(text, "p.toml", ["train.batch_size=0"])
+    err = info.value
+    located = [(p.path, p.line, p.key) for p in err.problems]
+    assert located == [  # schema order, each at its own line
+        ("p.toml", 2, "model.temperature"),
+        ("p.toml", 6, "train.epochs"),
+        ("<command line>", None, "train.batch_size"),
+        ("p.toml", 5, "train.base_lr"),
+        ("p.toml", 7, "train.epoch"),
+    ]
+    assert str(err) == f"{err.path}:{err.line}: {err.key}: {err.message}"  # one line

@@ -65,9 +65,9 @@ def test_a_dataset_smaller_than_one_global_batch_is_a_user_error():
 
 def test_batch_sampler_gives_the_same_batches_through_a_dataloader():
     data = TensorDataset(torch.arange(40) * 10)
-    sampler = ShardedBatchSampler(40, 4, 1, 2, seed=9)
-    loader = DataLoader(data, batch_sampler=sampler)
     reference = ShardedBatches(40, 4, 1, 2, seed=9)
+    sampler = ShardedBatchSampler(reference)
+    loader = DataLoader(data, batch_sampler=sampler)
     assert len(loader) == len(reference) == 5
     for epoch in (0, 1):
         sampler.set_epoch(epoch)
@@ -75,3 +75,14 @@ def test_batch_sampler_gives_the_same_batches_through_a_dataloader():
         want = [idx * 10 for idx in reference.epoch(epoch)]
         assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
     assert not torch.equal(got[0], [idx * 10 for idx in reference.epoch(0)][0])
+
+
+def test_batch_sampler_window_cuts_steps_for_a_cap_and_a_resume():
+    reference = ShardedBatches(40, 4, 0, 2, seed=3)
+    sampler = ShardedBatchSampler(reference)
+    sampler.set_epoch(2, start=1, stop=4)
+    assert len(sampler) == 3
+    want = [b.tolist() for b in reference.epoch(2)[1:4]]
+    assert list(sampler) == want
+    sampler.set_epoch(2, start=5)
+    assert len(sampler) == 0 and list(sampler) == []

@@ -210,6 +210,28 @@ async def test_composer_inline_error_is_the_cli_message_then_fix_and_save(runs_d
     assert changed == [("base_lr = 0.05", "base_lr = 0.02")]  # comments and layout kept
 
 
+async def test_composer_marks_every_bad_field_and_ctrl_j_walks_them(runs_dir, profiles_dir):
+    path = profiles_dir / "two.toml"
+    path.write_text("[model]\ntemperature = -1\n\n[train]\nepochs = 0\n")
+    app = make_app(runs_dir, profiles_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_composer(pilot, app, path)
+        fields = screen.query_one(FieldTable)
+        await wait_until(pilot, lambda: fields.error_keys == ["model.temperature", "train.epochs"])
+        for key in fields.error_keys:
+            assert str(fields.get_cell(key, "note")).startswith("✗ must be")
+        assert "(+1 more: train.epochs)" in str(screen.query_one("#validation").render())
+        await pilot.press("ctrl+j")
+        await wait_until(pilot, lambda: screen.editor.spec.key == "model.temperature")
+        await pilot.press("escape", "ctrl+j")
+        await wait_until(pilot, lambda: screen.editor.spec.key == "train.epochs")
+        assert "train.epochs: must be >= 1" in str(screen.query_one("#field-error").render())
+        await type_into_field(pilot, screen, "train.epochs", "2")
+        await wait_until(pilot, lambda: fields.error_keys == ["model.temperature"])
+        assert str(fields.get_cell("train.epochs", "note")) != "✗ must be >= 1 (got 0)"
+        assert str(screen.query_one("#field-error").render()).strip() == ""
+
+
 async def test_composer_select_unknown_key_and_save_as(
     runs_dir, profiles_dir, tmp_path, monkeypatch
 ):
@@ -290,9 +312,13 @@ async def test_queue_two_profiles_from_the_composer(runs_dir, profiles_dir, monk
         pending = app.screen.query_one("#pending")
         await wait_until(pilot, lambda: pending.row_count == 2)
         assert "2 waiting" in screen_text(app)
-        await pilot.press("x")
+        first, second = (i.id for i in queue.pending(runs_dir))
+        await pilot.press("down", "shift+up")  # the second item goes first, the cursor with it
+        await wait_until(pilot, lambda: [i.id for i in queue.pending(runs_dir)][1] == first)
+        await wait_until(pilot, lambda: pending.cursor_row == 0)
+        await pilot.press("x")  # removes the moved item
         await wait_until(pilot, lambda: pending.row_count == 1)
-    assert [i.stem for i in queue.pending(runs_dir)] == ["smoke"]
+    assert [i.id for i in queue.pending(runs_dir)] == [first]
 
 
 # -- run control with real processes (a stand-in supervisor, no training) ------------------

@@ -98,3 +98,22 @@ def test_start_checked_reports_the_cli_error(tmp_path):
     assert str(err.value).startswith(f"{bad}:2: train.batch_size:")
     assert err.value.key == "train.batch_size" and err.value.line == 2
     assert not (tmp_path / "runs").exists()
+
+
+def test_move_reorders_and_the_runner_follows_the_new_order(tmp_path, fake_start):
+    for stem in ("a", "b", "c", "d"):
+        queue.enqueue(tmp_path, SMOKE, stem, start_runner=False)
+    stems = lambda: [i.stem for i in queue.pending(tmp_path)]  # noqa: E731
+    items = {i.stem: i for i in queue.pending(tmp_path)}
+    moved = queue.move(items["c"], -1)
+    assert stems() == ["a", "c", "b", "d"] and moved.stem == "c" and moved.text == SMOKE
+    moved = queue.move(moved, -5)  # clamped to the front
+    assert stems() == ["c", "a", "b", "d"]
+    queue.move(queue.pending(tmp_path)[1], 10)  # "a" to the back
+    assert stems() == ["c", "b", "d", "a"]
+    assert queue.move(queue.pending(tmp_path)[0], -1).stem == "c"  # already first: stays
+    assert stems() == ["c", "b", "d", "a"]
+    gone = queue.pending(tmp_path)[2]
+    assert queue.remove(gone) and queue.move(gone, -1) is None  # taken meanwhile
+    assert queue.run_queue(tmp_path, poll=0.01) == 0
+    assert fake_start == ["c", "b", "a"]

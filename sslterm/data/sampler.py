@@ -69,30 +69,26 @@ class ShardedBatches:
 
 
 class ShardedBatchSampler(Sampler[list[int]]):
-    """The same batches as ``ShardedBatches``, as a DataLoader ``batch_sampler``.
+    """The batches of a ``ShardedBatches``, as a DataLoader ``batch_sampler``.
 
-    Call ``set_epoch(e)`` before iterating each epoch (as with DistributedSampler); the
-    sampler lives in the main process, so this works with persistent workers too.
+    Call ``set_epoch(e)`` before iterating each epoch (as with DistributedSampler),
+    optionally with a ``[start, stop)`` window of steps (a step cap, a mid-epoch
+    resume). The sampler lives in the main process, so this works with persistent
+    workers too.
     """
 
-    def __init__(
-        self,
-        n: int,
-        per_rank_batch: int,
-        rank: int,
-        world_size: int,
-        seed: int,
-        drop_last: bool = True,
-    ) -> None:
-        self.batches = ShardedBatches(n, per_rank_batch, rank, world_size, seed, drop_last)
-        self.current_epoch = 0
+    def __init__(self, batches: ShardedBatches) -> None:
+        self.batches = batches
+        self.window = (0, 0, None)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.current_epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0, stop: int | None = None) -> None:
+        self.window = (epoch, start, stop)
 
     def __len__(self) -> int:
-        return len(self.batches)
+        _, start, stop = self.window
+        return len(range(len(self.batches))[start:stop])
 
     def __iter__(self) -> Iterator[list[int]]:
-        for batch in self.batches.epoch(self.current_epoch):
+        epoch, start, stop = self.window
+        for batch in self.batches.epoch(epoch)[start:stop]:
             yield batch.tolist()

@@ -97,10 +97,18 @@ def _describe(err: dict[str, Any]) -> tuple[str, str]:
 
 
 def _profile_error(exc: ValidationError, path: str, text: str, cli_keys: set[str]) -> ProfileError:
-    key, msg = _describe(exc.errors()[0])
-    if any(k == key or k.startswith(f"{key}.") for k in cli_keys):
-        return ProfileError(CLI, None, key, msg)
-    return ProfileError(path, locate(text, key), key or None, msg)
+    """The first problem, carrying the others (one per key) in ``also``."""
+    found: dict[str, ProfileError] = {}
+    for err in exc.errors():
+        key, msg = _describe(err)
+        if key in found:
+            continue
+        if any(k == key or k.startswith(f"{key}.") for k in cli_keys):
+            found[key] = ProfileError(CLI, None, key, msg)
+        else:
+            found[key] = ProfileError(path, locate(text, key), key or None, msg)
+    first, *rest = found.values()
+    return ProfileError(first.path, first.line, first.key, first.message, tuple(rest))
 
 
 def parse_toml(text: str, path: str) -> dict[str, Any]:

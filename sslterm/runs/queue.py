@@ -10,7 +10,8 @@ Layout, next to the run directories (``iter_runs`` ignores it: no status.json)::
       runner.log                   what the runner printed
       .runner.lock                 flock held by the one live runner
 
-Items are taken in file-name order (oldest first). The runner is
+Items are taken in file-name order (oldest first); :func:`move` reorders by
+renaming an item between its new neighbours. The runner is
 ``python -m sslterm.runs.queue run OUTPUT_DIR``, started by :func:`ensure_runner`
 in a new session with stdin from /dev/null, exactly like the launcher starts a
 run's supervisor: closing the app or the SSH connection does not stop it. It
@@ -135,6 +136,43 @@ def remove(item: QueueItem) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+def _key(path: Path) -> int:
+    return int(path.name.split("-", 1)[0])
+
+
+def move(item: QueueItem, by: int) -> QueueItem | None:
+    """Move ``item`` ``by`` places (negative: sooner), clamped to the queue's ends.
+
+    The file is renamed to a key between its new neighbours' (one atomic rename;
+    a runner listing at that moment just lists again). None when the runner took
+    the item first."""
+    items = pending(item.path.parent.parent)
+    ids = [i.id for i in items]
+    if item.id not in ids:
+        return None
+    here = ids.index(item.id)
+    others = items[:here] + items[here + 1 :]
+    to = min(max(here + by, 0), len(others))
+    if to == here:
+        return item
+    lo = _key(others[to - 1].path) if to > 0 else None
+    hi = _key(others[to].path) if to < len(others) else None
+    if lo is None:
+        key = max(hi - 1_000_000, 0)  # type: ignore[operator]
+    elif hi is None:
+        key = lo + 1_000_000
+    else:
+        key = (lo + hi) // 2
+    if key in (lo, hi):
+        return item  # no room between (items queued a nanosecond apart): leave it
+    target = item.path.with_name(f"{key:020d}-{item.path.name.split('-', 1)[1]}")
+    try:
+        os.rename(item.path, target)
+    except FileNotFoundError:
+        return None
+    return _item(target, json.loads(target.read_text(encoding="utf-8")))
 
 
 def history(output_dir: str | Path, limit: int = 50) -> list[dict[str, Any]]:

@@ -33,7 +33,7 @@ from sslterm.data.augment import BatchAugment
 from sslterm.data.datasets import Transformed
 from sslterm.data.evalset import eval_batches
 from sslterm.data.registry import Splits, build_splits
-from sslterm.data.sampler import ShardedBatches
+from sslterm.data.sampler import ShardedBatches, ShardedBatchSampler
 from sslterm.data.transforms import TwoViews, simclr_view
 from sslterm.errors import UserError
 from sslterm.eval.features import extract_features
@@ -72,17 +72,11 @@ class History:
     probes: list[dict[str, Any]] = field(default_factory=list)
 
 
-class _EpochBatches:
-    """A batch sampler whose batches are swapped in each epoch (persistent workers keep running)."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[int]] = []
-
-    def __iter__(self):  # noqa: ANN204
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
+def keep_resident(mode: str, nbytes: int, free_bytes: int) -> bool:
+    """Whether the cached training images live on the GPU: always for ``data.augment =
+    "gpu"``; for "auto" when they take at most half the free memory (the rest is for
+    the model and activations). Otherwise batches are copied over per step."""
+    return mode == "gpu" or nbytes <= free_bytes // 2
 
 
 def shard(n: int, rank: int, world: int) -> torch.Tensor:
@@ -156,10 +150,7 @@ class Trainer:
             if self.device.type == "cpu":
                 raise UserError("model.sync_batchnorm: PyTorch's SyncBatchNorm runs on GPUs only")
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self.memory_format = (
-            torch.channels_last if t.channels_last and self.device.type == "cuda"
-            else torch.contiguous_format
-        )
+        self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         model = model.to(self.device, memory_format=self.memory_format)
         if t.compile:
             model.encoder = torch.compile(model.encoder)
@@ -192,25 +183,41 @@ class Trainer:
         self.model, self.opt = self.acc.prepare(model, opt)
         self._setup_data()
 
+    @property
+    def augment_path(self) -> str:
+        if not self.batched:
+            return "cpu"
+        if self.device.type != "cuda":
+            return "batched-cpu"
+        return "gpu" if self.resident else "gpu-streamed"
+
     def _setup_data(self) -> None:
         info, a = self.splits.info, self.p.augment
         if self.batched:
             with self.acc.main_process_first():  # decode once; the other ranks read the cache
                 tensors = self.splits.tensors("train")
-            keep_on_device = self.device.type == "cuda" or self.p.data.augment == "gpu"
-            dev = self.device if keep_on_device else torch.device("cpu")
+            self.resident = True
+            if self.device.type == "cuda":
+                free, nbytes = torch.cuda.mem_get_info(self.device)[0], tensors.images.nbytes
+                if self.p.data.augment == "gpu" and nbytes > free:
+                    raise UserError(
+                        f"data.augment: 'gpu' keeps the {nbytes / 2**30:.1f} GiB of cached "
+                        f"images on the GPU, which has {free / 2**30:.1f} GiB free; use 'auto'"
+                    )
+                self.resident = keep_resident(self.p.data.augment, nbytes, free)
+            dev = self.device if self.resident else torch.device("cpu")
             self.train_images = tensors.images.to(dev)
             self.train_labels = tensors.labels.to(dev)
             self.augment = BatchAugment(a, self.size, info.mean, info.std).to(self.device)
             self.generator = torch.Generator(device=self.device)
             self.generator.manual_seed(self.p.train.seed * 1000 + self.rank)
         else:
-            self.batch_source = _EpochBatches()
+            self.batch_sampler = ShardedBatchSampler(self.sampler)
             views = TwoViews(simclr_view(a, self.size, info.mean, info.std))
             workers = self.p.data.num_workers
             self.loader = torch.utils.data.DataLoader(
                 Transformed(self.splits.train, views),
-                batch_sampler=self.batch_source,
+                batch_sampler=self.batch_sampler,
                 num_workers=workers,
                 persistent_workers=workers > 0,
                 pin_memory=self.device.type == "cuda",
@@ -219,16 +226,15 @@ class Trainer:
     # -- batches ---------------------------------------------------------------------
     def epoch_batches(self, epoch: int, skip: int):  # noqa: ANN201 - generator of tensors
         t = self.p.train
-        batches = self.sampler.epoch(epoch)
-        batches = batches[: self.steps_per_epoch * t.accumulate][skip * t.accumulate :]
+        start, stop = skip * t.accumulate, self.steps_per_epoch * t.accumulate
         if self.batched:
-            for idx in batches:
+            for idx in self.sampler.epoch(epoch)[start:stop]:
                 idx = idx.to(self.train_images.device, non_blocking=True)
                 imgs = self.train_images[idx].to(self.device, non_blocking=True)
                 x1, x2 = self.augment(imgs, generator=self.generator)
                 yield x1, x2, self.train_labels[idx].to(self.device, non_blocking=True)
         else:
-            self.batch_source.batches = [b.tolist() for b in batches]
+            self.batch_sampler.set_epoch(epoch, start, stop)
             for (x1, x2), y in self.loader:
                 yield (x1.to(self.device, non_blocking=True), x2.to(self.device, non_blocking=True),
                        y.to(self.device, non_blocking=True))
@@ -358,8 +364,7 @@ class Trainer:
             devices=device_names(self.device), epochs=t.epochs,
             steps_per_epoch=self.steps_per_epoch, global_batch=t.batch_size,
             peak_lr=self.peak_lr, precision=t.precision,
-            augment="gpu" if self.batched and self.device.type == "cuda" else
-            ("batched-cpu" if self.batched else "cpu"),
+            augment=self.augment_path,
             small_stem=self.small_stem, start_epoch=pos.epoch, start_step=pos.global_step,
             resumed=resumed, host=socket.gethostname(), pid=os.getpid(),
         )

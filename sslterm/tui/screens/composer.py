@@ -164,14 +164,21 @@ class ComposerScreen(Screen):
         self.query_one(ModeBar).note = where
 
     def _show_error(self, err: UserError | None) -> None:
-        """The one-line message goes on the field's row, under its editor, and above
-        the preview (where keys that are not form fields, e.g. typos, show)."""
-        key = err.key if isinstance(err, ProfileError) else None
-        self.fields.show_error(key, err.message if isinstance(err, ProfileError) else None)
+        """Each problem's message goes on its field's row; the first one's full line
+        goes under its editor and above the preview (where keys that are not form
+        fields, e.g. typos, show), with a count of the others."""
+        problems = err.problems if isinstance(err, ProfileError) else ()
+        self.fields.show_errors({p.key: p.message for p in problems if p.key})
         spec = self.editor.spec
-        self.editor.set_error(str(err) if err and spec and (key == spec.key) else None)
+        mine = next((p for p in problems if spec and p.key == spec.key), None)
+        self.editor.set_error(str(mine) if mine else None)
         status = self.query_one("#validation", Static)
-        status.update("✓ valid — TOML to be saved:" if err is None else f"✗ {err}")
+        if err is None:
+            status.update("✓ valid — TOML to be saved:")
+        else:
+            more = problems[1:]
+            extra = f"  (+{len(more)} more: {', '.join(str(p.key) for p in more)})" if more else ""
+            status.update(f"✗ {err}{extra}")
         status.set_class(err is not None, "-error")
 
     # -- actions ------------------------------------------------------------------------------
@@ -180,8 +187,13 @@ class ComposerScreen(Screen):
         pane.display = not pane.display
 
     def action_goto_error(self) -> None:
-        if self.error is not None and self.error.key in self.fields.specs:
-            self.edit_field(self.error.key)
+        """Go to the first marked field, or from one marked field to the next."""
+        keys = self.fields.error_keys
+        if not keys:
+            return
+        current = self.editor.spec.key if self.editor.spec else None
+        nxt = keys[(keys.index(current) + 1) % len(keys)] if current in keys else keys[0]
+        self.edit_field(nxt)
 
     def action_open(self) -> None:
         def picked(result: tuple[Path, bool] | None) -> None:
@@ -228,7 +240,8 @@ class ComposerScreen(Screen):
         if self.error is None:
             return False
         self.notify(str(self.error), title="fix the profile first", severity="error", timeout=8)
-        self.action_goto_error()
+        if self.fields.error_key:
+            self.edit_field(self.fields.error_key)
         return True
 
     def action_launch(self) -> None:
@@ -255,7 +268,8 @@ class ComposerScreen(Screen):
                 else:
                     run = start_checked(path, self.app.output_dir)
         except ProfileError as exc:
-            err = ProfileError(shown, exc.line, exc.key, exc.message)
+            err = ProfileError(shown, exc.line, exc.key, exc.message, tuple(
+                ProfileError(shown, p.line, p.key, p.message) for p in exc.also))
             self.app.call_from_thread(self._launch_failed, err)
             return
         except (UserError, OSError) as exc:

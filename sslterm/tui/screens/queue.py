@@ -19,6 +19,8 @@ class QueueScreen(Screen):
 
     BINDINGS = [
         Binding("x,delete", "remove", "Remove"),
+        Binding("shift+up,K", "move(-1)", "Sooner"),
+        Binding("shift+down,J", "move(1)", "Later"),
         Binding("g", "start_runner", "Start runner"),
     ]
 
@@ -26,6 +28,7 @@ class QueueScreen(Screen):
         super().__init__()
         self.items: list[queue.QueueItem] = []
         self._busy = False
+        self._follow: str | None = None  # item id the cursor follows after a move
 
     def compose(self) -> ComposeResult:
         yield ModeBar("queue")
@@ -73,6 +76,9 @@ class QueueScreen(Screen):
         pending.clear()
         for n, item in enumerate(items, 1):
             pending.add_row(str(n), item.stem, item.source, item.queued, key=item.id)
+        ids = [item.id for item in items]
+        if self._follow in ids:
+            keep, self._follow = ids.index(self._follow), None
         if items:
             pending.move_cursor(row=min(keep, len(items) - 1), animate=False)
         history = self.query_one("#history", DataTable)
@@ -82,12 +88,28 @@ class QueueScreen(Screen):
                 h.get("stem", ""), h.get("at", ""), h.get("run") or "—", h.get("error") or ""
             )
 
-    def action_remove(self) -> None:
+    def _selected(self) -> queue.QueueItem | None:
         pending = self.query_one("#pending", DataTable)
         if not self.items or pending.cursor_row >= len(self.items):
             self.notify("nothing selected", severity="warning")
+            return None
+        return self.items[pending.cursor_row]
+
+    def action_move(self, by: int) -> None:
+        item = self._selected()
+        if item is None:
             return
-        item = self.items[pending.cursor_row]
+        moved = queue.move(item, by)
+        if moved is None:
+            self.notify(f"{item.stem} was already taken by the runner", severity="warning")
+        else:
+            self._follow = moved.id
+        self.reload()
+
+    def action_remove(self) -> None:
+        item = self._selected()
+        if item is None:
+            return
         if queue.remove(item):
             self.notify(f"removed {item.stem} from the queue")
         else:

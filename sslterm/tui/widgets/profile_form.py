@@ -55,7 +55,7 @@ class FieldTable(DataTable):
     def __init__(self, specs: list[FieldSpec], *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self.specs = {s.key: s for s in specs}
-        self.error_key: str | None = None
+        self.error_keys: list[str] = []
 
     def on_mount(self) -> None:
         self.add_column("key", key="key")
@@ -79,21 +79,24 @@ class FieldTable(DataTable):
     def show_value(self, key: str, value: Any) -> None:
         self.update_cell(key, "value", _clip(format_value(value), 16))
 
-    def show_error(self, key: str | None, message: str | None) -> bool:
-        """Mark ``key``'s row with ``message`` (its short form: the full line is in the
-        editor under the field and above the preview), clearing the previous mark.
-        False if the key is not a field (a typo in the file, say)."""
-        old = self.error_key
-        if old is not None and old != key and old in self.specs:
-            self.update_cell(old, "key", old)
-            self.update_cell(old, "note", help_text(self.specs[old]))
-        self.error_key = None
-        if key is None or key not in self.specs or not message:
-            return False
-        self.error_key = key
-        self.update_cell(key, "key", Text(f"✗ {key}", style="bold red"))
-        self.update_cell(key, "note", Text(f"✗ {message}", style="bold red"))
-        return True
+    @property
+    def error_key(self) -> str | None:
+        """The first marked field (the one the one-line error names)."""
+        return self.error_keys[0] if self.error_keys else None
+
+    def show_errors(self, errors: Mapping[str, str]) -> list[str]:
+        """Mark each ``key``'s row with its message (the short form: the full line is in
+        the editor under the field and above the preview), clearing earlier marks.
+        Returns the keys marked; keys that are not fields (a typo in the file) are not."""
+        for old in self.error_keys:
+            if old not in errors:
+                self.update_cell(old, "key", old)
+                self.update_cell(old, "note", help_text(self.specs[old]))
+        self.error_keys = [k for k, msg in errors.items() if k in self.specs and msg]
+        for key in self.error_keys:
+            self.update_cell(key, "key", Text(f"✗ {key}", style="bold red"))
+            self.update_cell(key, "note", Text(f"✗ {errors[key]}", style="bold red"))
+        return self.error_keys
 
     def goto(self, key: str) -> None:
         if key in self.specs:
