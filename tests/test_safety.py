@@ -81,3 +81,42 @@ def test_serve_listens_on_localhost_by_default() -> None:
     parser = build_parser()
     assert parser.parse_args(["serve"]).host == "127.0.0.1"
     assert parser.parse_args(["serve", "--host", "0.0.0.0"]).host == "0.0.0.0"
+
+
+class _Payload:
+    """Unpickling this runs ``Path(marker).touch()``: what a hostile checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (Path.touch, (self.marker,))
+
+
+def test_resuming_a_run_directory_never_unpickles_code(tmp_path):
+    """A run directory may come from elsewhere (a shared disk, a colleague): the pickles
+    Accelerate keeps in a checkpoint (RNG states, optimizer) must not run code on resume."""
+    import pickle
+
+    import torch
+
+    from sslterm.profile.load import load_profile
+    from sslterm.runs.store import RunDir
+    from sslterm.train.engine import Position, Trainer, TrainingError
+
+    profile = load_profile(PACKAGE.parent / "profiles" / "smoke.toml",
+                           ["launch.cpu=true", "train.epochs=1"])  # fmt: skip
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    trainer = Trainer(run, profile)
+    trainer.setup()
+    path = run.path / trainer.save_checkpoint(Position(1, 0, 4), complete_epoch=True)
+    marker = tmp_path / "pwned"
+    for name in ("random_states_0.pkl", "optimizer.bin"):
+        assert (path / name).is_file()
+        (path / name).write_bytes(pickle.dumps(_Payload(marker)))
+        with pytest.raises(pickle.UnpicklingError):
+            torch.load(path / name, weights_only=True)  # refused, as a test of the test
+    with pytest.raises(TrainingError, match=f"checkpoint {path.name} holds more than tensors"):
+        trainer.maybe_resume()  # the poisoned optimizer state is refused, loudly
+    assert not marker.exists()

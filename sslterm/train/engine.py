@@ -15,6 +15,7 @@ import errno
 import json
 import math
 import os
+import pickle
 import shutil
 import signal
 import socket
@@ -316,7 +317,14 @@ class Trainer:
                 f"not {self.world}"
             )
         self.acc.wait_for_everyone()
-        self.acc.load_state(str(path))
+        try:
+            self.acc.load_state(str(path))
+        except pickle.UnpicklingError as exc:
+            first = (str(exc).splitlines() or [""])[0]
+            raise TrainingError(
+                f"checkpoint {path.name} holds more than tensors and was refused by the "
+                f"safe loader (weights_only): {first}"
+            ) from exc
         if self.main:
             truncate_after_checkpoint(self.run.path, path.name, state["global_step"])
         pos = Position(state["epoch"], state["step_in_epoch"], state["global_step"])
