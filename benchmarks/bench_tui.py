@@ -176,7 +176,7 @@ def bench_open(tmp: Path) -> None:
     t0 = time.perf_counter()
     summary = RunSummary(RunDir(run))
     summary.update()
-    xs, _ = summary.series["loss"].points("step", False, 200)
+    xs, _ = summary.series["loss"].points("step", 0.0, 200)
     t_open = time.perf_counter() - t0
     assert summary.step == 999_999 and len(summary.series["knn"]) == 999
     t0 = time.time()

@@ -55,9 +55,24 @@ def test_series_ema_matches_pure_function():
         s.append(i, i / 10, i * 2.0, v)
     expected = ema(vals, weight=0.8)
     assert list(s.smooth) == pytest.approx(expected)
-    xs, ys = s.points("time", smoothed=False)
+    xs, ys = s.points("time", smoothing=0.0)
     assert xs == [0.0, 2.0, 6.0, 8.0]  # the missing value is not drawn
     assert ys == [5.0, 4.0, 3.5, 1.0]
+
+
+def test_other_ema_weights_match_the_pure_function_as_points_arrive():
+    s = Series(weight=0.8)
+    vals = [5.0, 4.0, None, 3.5, 1.0, 7.0, None, 2.0]
+    for i, v in enumerate(vals[:4]):
+        s.append(i, i, i, v)
+    assert list(s.smoothed(0.5)) == pytest.approx(ema(vals[:4], weight=0.5), nan_ok=True)
+    for i, v in enumerate(vals[4:], 4):
+        s.append(i, i, i, v)  # extended from where it was read, not recomputed
+    assert list(s.smoothed(0.5)) == pytest.approx(ema(vals, weight=0.5), nan_ok=True)
+    assert list(s.smoothed(0.99)) == pytest.approx(ema(vals, weight=0.99), nan_ok=True)
+    assert s.smoothed(0.8) is s.smooth
+    _, ys = s.points("step", smoothing=0.5)
+    assert ys == pytest.approx([v for v in ema(vals, weight=0.5) if v == v])
 
 
 # -- downsampling ----------------------------------------------------------------------

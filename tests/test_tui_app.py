@@ -30,6 +30,7 @@ from sslterm.tui.app import SSLTermApp
 from sslterm.tui.screens.composer import ComposerScreen
 from sslterm.tui.screens.dialogs import ConfirmScreen, PathPrompt
 from sslterm.tui.widgets.charts import MetricChart
+from sslterm.tui.widgets.modebar import ModeBar
 from sslterm.tui.widgets.profile_form import FieldTable
 from sslterm.tui.widgets.runs_table import RunsTable
 
@@ -97,8 +98,12 @@ async def test_runs_view_lists_runs_charts_and_failure(runs_dir, profiles_dir):
 
         draws = chart.draws
         await pilot.press("e")
-        assert app.smoothed
+        assert app.smoothing == 0.6 and "EMA 0.6" in app.screen.query_one(ModeBar).note
         await wait_until(pilot, lambda: chart.draws > draws)
+        await pilot.press("e", "e")
+        assert app.smoothing == 0.99
+        await pilot.press("e")
+        assert app.smoothing == 0.0 and "EMA off" in app.screen.query_one(ModeBar).note
         await pilot.press("x")
         assert app.axis == "epoch"
         await pilot.press("x", "x")

@@ -62,6 +62,8 @@ TAIL_BYTES = 256 << 10
 HISTORY_POINTS = 8000
 MAX_POINTS = 200_000
 DEFAULT_SMOOTHING = 0.9
+SMOOTHING_STEPS = (0.0, 0.6, DEFAULT_SMOOTHING, 0.99)
+"""EMA weights the app cycles through (0 = raw values)."""
 
 _NON_STEP = re.compile(rb'"kind"\s*:\s*"(?!step")')
 
@@ -149,7 +151,7 @@ def _finite(value: Any) -> float | None:
 class Series:
     """One metric against step, epoch and wall time, with its EMA kept alongside."""
 
-    __slots__ = ("step", "epoch", "time", "value", "smooth", "weight", "version", "_avg")
+    __slots__ = ("step", "epoch", "time", "value", "smooth", "weight", "version", "_avg", "_other")
 
     def __init__(self, weight: float = DEFAULT_SMOOTHING) -> None:
         self.weight = weight
@@ -160,6 +162,7 @@ class Series:
         self.smooth = array("d")
         self.version = 0
         self._avg = math.nan
+        self._other: tuple[float, array, list[float]] | None = None
 
     def __len__(self) -> int:
         return len(self.value)
@@ -186,11 +189,27 @@ class Series:
     def x(self, axis: str) -> array:
         return {"step": self.step, "epoch": self.epoch, "time": self.time}[axis]
 
+    def smoothed(self, weight: float) -> array:
+        """The EMA with ``weight``: the one kept on append, or another one extended from
+        where it was last read (so following a run stays cheap). The other weights count
+        each stored point once, also where a point stands for a sampled stretch."""
+        if weight == self.weight:
+            return self.smooth
+        if self._other is None or self._other[0] != weight:
+            self._other = (weight, array("d"), [math.nan])
+        _, out, avg = self._other
+        for v in self.value[len(out) :]:
+            if math.isfinite(v):
+                avg[0] = v if math.isnan(avg[0]) else weight * avg[0] + (1.0 - weight) * v
+            out.append(avg[0])
+        return out
+
     def points(
-        self, axis: str = "step", smoothed: bool = False, width: int = 0
+        self, axis: str = "step", smoothing: float = 0.0, width: int = 0
     ) -> tuple[list[float], list[float]]:
-        """The series to draw: downsampled to ``width`` cells (0 = every point)."""
-        ys = self.smooth if smoothed else self.value
+        """The series to draw, EMA-smoothed with weight ``smoothing`` (0 = raw values),
+        downsampled to ``width`` cells (0 = every point)."""
+        ys = self.smoothed(smoothing) if smoothing else self.value
         if not width:
             pairs = [(x, y) for x, y in zip(self.x(axis), ys, strict=True) if math.isfinite(y)]
             return [p[0] for p in pairs], [p[1] for p in pairs]
@@ -210,6 +229,7 @@ class Series:
             old = getattr(self, name)
             kept = np.asarray(old[:cut])[idx]
             setattr(self, name, array("d", kept.tolist()) + old[cut:])
+        self._other = None
 
 
 # -- one run ----------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
-from sslterm.runs.summary import X_AXES, RunIndex
+from sslterm.runs.summary import SMOOTHING_STEPS, X_AXES, RunIndex
 from sslterm.tui.screens.runs import RunsScreen
 
 if TYPE_CHECKING:
@@ -79,7 +79,8 @@ class SSLTermApp(App):
         self.poll_interval = poll_interval
         self.marked: set[str] = set()
         self.axis = "step"
-        self.smoothed = False
+        self.smoothing = 0.0
+        """EMA weight of the charts (0 = raw values); ``e`` cycles it."""
         self.polls = 0
         self._monitor = system_monitor
         self.want_selected: str | None = None
@@ -123,6 +124,15 @@ class SSLTermApp(App):
         return self._monitor
 
     # -- shared view state ------------------------------------------------------------
+    def cycle_smoothing(self) -> None:
+        steps = SMOOTHING_STEPS
+        at = steps.index(self.smoothing) if self.smoothing in steps else -1
+        self.smoothing = steps[(at + 1) % len(steps)]
+
+    @property
+    def ema_label(self) -> str:
+        return f"EMA {self.smoothing:g}" if self.smoothing else "EMA off"
+
     def cycle_axis(self) -> None:
         self.axis = X_AXES[(X_AXES.index(self.axis) + 1) % len(X_AXES)]
 

@@ -88,9 +88,9 @@ class CompareScreen(Screen):
         runs = self.app.index.runs
         picked = [rid for rid in self.picked if rid in runs]
         chart = self.query_one(MetricChart)
-        chart.title = f"{METRICS[self.metric]} · x: {self.app.axis} · EMA {'on' if self.app.smoothed else 'off'}"
+        chart.title = f"{METRICS[self.metric]} · x: {self.app.axis} · {self.app.ema_label}"
         chart.show(
-            [Line(runs[r], self.metric, r) for r in picked], self.app.axis, self.app.smoothed
+            [Line(runs[r], self.metric, r) for r in picked], self.app.axis, self.app.smoothing
         )
         self._show_diff(picked)
 
@@ -132,5 +132,5 @@ class CompareScreen(Screen):
         self._show()
 
     def action_toggle_ema(self) -> None:
-        self.app.smoothed = not self.app.smoothed
+        self.app.cycle_smoothing()
         self._show()

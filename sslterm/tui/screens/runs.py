@@ -97,7 +97,7 @@ class RunsScreen(Screen):
         for chart_id, _, metrics in CHARTS:
             lines = [Line(s, m, label) for m, label in metrics] if s else []
             self.query_one(f"#{chart_id}", MetricChart).show(
-                lines, self.app.axis, self.app.smoothed
+                lines, self.app.axis, self.app.smoothing
             )
         self.query_one(LogTail).follow(s.run.stdout if s else None)
         self._update_banner()
@@ -108,7 +108,7 @@ class RunsScreen(Screen):
         what = f" · {s.encoder} on {s.dataset}" if s and s.encoder else ""
         self.query_one(ModeBar).note = (
             f"{s.id}{what}{' (resumed)' if s.resumed else ''} · x: {self.app.axis}"
-            f" · EMA {'on' if self.app.smoothed else 'off'}"
+            f" · {self.app.ema_label}"
             if s
             else f"no runs in {self.app.index.output_dir} — press 2 to compose and launch one"
         )
@@ -223,7 +223,7 @@ class RunsScreen(Screen):
         await self.app.switch_mode("compare")
 
     def action_toggle_ema(self) -> None:
-        self.app.smoothed = not self.app.smoothed
+        self.app.cycle_smoothing()
         self.show_selected()
 
     def action_cycle_axis(self) -> None:

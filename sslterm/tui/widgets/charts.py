@@ -50,7 +50,7 @@ class MetricChart(PlotextPlot):
         self.title = title
         self._lines: tuple[Line, ...] = ()
         self._axis = "step"
-        self._smoothed = False
+        self._smoothing = 0.0
         self._drawn_view: object = None
         self._drawn_data: object = None
         self._drawn_at = 0.0
@@ -70,12 +70,13 @@ class MetricChart(PlotextPlot):
             return Text(f"{self.title}\n…", justify="center")
         return super().render()
 
-    def show(self, lines: Sequence[Line], axis: str = "step", smoothed: bool = False) -> None:
-        self._lines, self._axis, self._smoothed = tuple(lines), axis, smoothed
+    def show(self, lines: Sequence[Line], axis: str = "step", smoothing: float = 0.0) -> None:
+        """What to draw: ``smoothing`` is the EMA weight (0 = raw values)."""
+        self._lines, self._axis, self._smoothing = tuple(lines), axis, smoothing
 
     def _view(self) -> object:
         lines = tuple((ln.summary.id, ln.metric, ln.label) for ln in self._lines)
-        return lines, self._axis, self._smoothed, self.size, self.app.theme, self.title
+        return lines, self._axis, self._smoothing, self.size, self.app.theme, self.title
 
     def _data(self) -> object:
         """Versions of the drawn series: a new point elsewhere redraws nothing."""
@@ -102,7 +103,7 @@ class MetricChart(PlotextPlot):
         for line in self._lines:
             with line.summary.lock:
                 series = line.summary.series[line.metric]
-                xs, ys = series.points(self._axis, self._smoothed, width)
+                xs, ys = series.points(self._axis, self._smoothing, width)
             if xs:
                 data.append((line, xs, ys))
                 xmax = max(xmax, xs[-1])
