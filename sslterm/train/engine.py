@@ -147,6 +147,9 @@ class Trainer:
         model = method(encoder, self.feature_dim, head, p.model.temperature,
                        num_classes=info.num_classes if t.online_probe else 0)
         self.device = self.acc.device
+        if self.device.type == "cuda":  # as timm's train.py: training shapes are fixed (drop_last)
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
         if p.model.sync_batchnorm and self.world > 1:
             if self.device.type == "cpu":
                 raise UserError("model.sync_batchnorm: PyTorch's SyncBatchNorm runs on GPUs only")
