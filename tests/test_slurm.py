@@ -17,8 +17,10 @@ import pytest
 from sslterm import cli
 from sslterm.errors import UserError
 from sslterm.profile.load import load_profile, validate_text
+from sslterm.runs import launcher, scheduler
 from sslterm.runs.launcher import create_run
 from sslterm.runs.slurm import SCRIPT_NAME, render_sbatch
+from sslterm.runs.store import RunDir
 
 # Each would create a file named PWNED if a shell ever interpreted it. (Profile names
 # are limited to [A-Za-z0-9_.-] by the schema; tests/bad_profiles covers that.)
@@ -276,3 +278,118 @@ def test_sbatch_failure_marks_run_failed(slurm_cli, tmp_path, monkeypatch, capsy
     assert len(err) == 1 and "invalid partition specified: nope" in err[0]
     status = json.loads((only_run(slurm_cli.out) / "status.json").read_text())
     assert status["state"] == "failed" and "invalid partition" in status["error"]
+
+
+# -- a Slurm run seen from a login node: squeue, scancel, sbatch again ----------------------
+FAKE_SLURM_TOOL = """
+import json, os, sys
+name = os.path.basename(sys.argv[0])
+with open(os.environ["FAKE_LOG"], "a") as fh:
+    fh.write(json.dumps({"tool": name, "argv": sys.argv[1:]}) + "\\n")
+jobs = json.load(open(os.environ["FAKE_JOBS"]))  # job id -> Slurm state
+if name == "squeue":
+    job = sys.argv[sys.argv.index("-j") + 1]
+    if job not in jobs:
+        sys.exit("slurm_load_jobs error: Invalid job id specified")
+    print(jobs[job])
+elif name == "sbatch":
+    print("Submitted batch job 99")
+"""
+
+
+class FakeSlurm:
+    """squeue answers from a jobs file; every call is logged; answers are not cached."""
+
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        bin_dir = tmp_path / "slurm-bin"
+        bin_dir.mkdir()
+        for tool in ("squeue", "scancel", "sbatch"):
+            fake_tool(bin_dir, tool, FAKE_SLURM_TOOL)
+        self.log, self.jobs_file = tmp_path / "slurm.log", tmp_path / "jobs.json"
+        self.jobs = {}
+        monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+        monkeypatch.setenv("FAKE_LOG", str(self.log))
+        monkeypatch.setenv("FAKE_JOBS", str(self.jobs_file))
+        monkeypatch.setattr(scheduler, "CACHE_SECONDS", 0.0)
+        self.out = tmp_path / "runs"
+
+    @property
+    def jobs(self) -> dict[str, str]:
+        return json.loads(self.jobs_file.read_text())
+
+    @jobs.setter
+    def jobs(self, value: dict[str, str]) -> None:
+        self.jobs_file.write_text(json.dumps(value))
+
+    def calls(self, tool: str) -> list[list[str]]:
+        lines = self.log.read_text().splitlines() if self.log.exists() else []
+        return [c["argv"] for c in map(json.loads, lines) if c["tool"] == tool]
+
+    def run(self, job: str, **status: object) -> RunDir:
+        run = create_run(validate_text(profile_text(), "job.toml"), self.out)
+        (run.path / SCRIPT_NAME).write_text("#!/bin/bash\n")
+        run.update_status(slurm_job_id=job, **status)
+        return run
+
+
+@pytest.fixture
+def slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSlurm:
+    return FakeSlurm(tmp_path, monkeypatch)
+
+
+def test_login_node_state_follows_squeue(slurm: FakeSlurm) -> None:
+    pending = slurm.run("77")
+    running = slurm.run("78", state="running", host="node-a", pid=1, pgid=1)
+    slurm.jobs = {"77": "PENDING", "78": "RUNNING"}
+    assert pending.state() == ("queued", "") and running.state() == ("running", "")
+    slurm.jobs = {}  # both gone without a final status: scancel'ed, node failure
+    assert pending.state()[0] == running.state()[0] == "failed"
+    assert running.state()[1] == ("Slurm job 78 ended without a final status "
+                                  "(cancelled, or its node failed)")
+    running.update_status(state="finished")
+    assert running.state() == ("finished", "")  # a final status is believed as it is
+    assert len(slurm.calls("squeue")) == 5  # not one for the finished run
+
+
+def test_without_squeue_the_recorded_state_stands(slurm, tmp_path, monkeypatch) -> None:
+    run = slurm.run("77")
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    assert run.state() == ("queued", "")
+
+
+def test_kill_and_stop_from_a_login_node_go_through_scancel(slurm: FakeSlurm) -> None:
+    running = slurm.run("78", state="running", host="node-a", pid=1, pgid=os.getpgid(0))
+    pending = slurm.run("77")
+    slurm.jobs = {"77": "PENDING", "78": "RUNNING"}
+    launcher.kill_run(running)  # no killpg here: pgid is this test's own group
+    assert slurm.calls("scancel") == [["--full", "--signal=KILL", "78"]]
+    assert running.read_status()["state"] == "failed"
+    launcher.request_stop(pending)
+    assert slurm.calls("scancel")[-1] == ["77"]
+    assert pending.state() == ("stopped", "Slurm job 77 cancelled before it started")
+
+
+def test_a_run_on_another_host_is_never_signalled_from_here(tmp_path: Path) -> None:
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        run = create_run(validate_text(profile_text(), "job.toml"), tmp_path / "runs")
+        run.update_status(state="running", host="elsewhere", pid=victim.pid, pgid=victim.pid)
+        with pytest.raises(UserError, match="runs on elsewhere: kill it there"):
+            launcher.kill_run(run)
+        assert victim.poll() is None  # a process group number means nothing on this host
+    finally:
+        victim.kill()
+        victim.wait()
+
+
+def test_resume_submits_the_batch_script_again(slurm: FakeSlurm) -> None:
+    run = slurm.run("78", state="stopped", host="node-a", pid=1, pgid=1)
+    with pytest.raises(UserError, match="resume it without overrides"):
+        launcher.resume_run(run, ["train.epochs=9"])
+    assert launcher.resume_run(run) is run
+    assert slurm.calls("sbatch") == [[str(run.path / SCRIPT_NAME)]]
+    status = run.read_status()
+    assert (status["state"], status["slurm_job_id"], status["pgid"]) == ("queued", "99", None)
+    slurm.jobs = {"99": "PENDING"}
+    with pytest.raises(UserError, match=r"already queued \(Slurm job 99\)"):
+        launcher.resume_run(run)

@@ -25,6 +25,7 @@ from pathlib import Path
 from sslterm.errors import ProfileError, UserError
 from sslterm.profile.load import CLI, load_profile, locate, parse_override, resolved_toml
 from sslterm.profile.schema import Profile
+from sslterm.runs import scheduler
 from sslterm.runs.store import (
     ACTIVE,
     RunDir,
@@ -185,8 +186,29 @@ def wait_started(run: RunDir, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
+def _remote(status: dict) -> str | None:
+    """The host a started run lives on, when that is not this one."""
+    host = status.get("host")
+    return host if host and host != socket.gethostname() else None
+
+
+def _pending_job(status: dict, state: str) -> str | None:
+    """The Slurm job id of a run that Slurm holds but has not started."""
+    job = status.get("slurm_job_id")
+    return str(job) if job and state == "queued" else None
+
+
 def request_stop(run: RunDir) -> None:
+    """Ask the trainer to checkpoint and exit (the STOP file, read on every host that
+    shares the run directory); a Slurm job that has not started is cancelled."""
+    status = run.read_status()
     state, _ = run.state()
+    job = _pending_job(status, state)
+    if job:
+        scheduler.cancel(job, kill=False)
+        run.update_status(state="stopped", error=f"Slurm job {job} cancelled before it started",
+                          ended=utc_now())  # fmt: skip
+        return
     if state not in ACTIVE:
         raise UserError(f"run {run.id} is not running ({state})")
     run.stop_file.touch()
@@ -194,11 +216,22 @@ def request_stop(run: RunDir) -> None:
 
 
 def kill_run(run: RunDir, sig: int = signal.SIGKILL) -> None:
-    """Signal the run's whole process group (supervisor, accelerate, every rank)."""
+    """Signal the run's whole process group (supervisor, accelerate, every rank); a
+    Slurm job seen from another host is cancelled through Slurm instead."""
     status = run.read_status()
     state, _ = run.state()
+    job = status.get("slurm_job_id")
+    remote = _remote(status)
+    if job and (remote or _pending_job(status, state)) and state in (*ACTIVE, "queued"):
+        scheduler.cancel(str(job), kill=state in ACTIVE)
+        if sig == signal.SIGKILL:
+            run.update_status(state="failed", error="killed by the user", ended=utc_now())
+        return
     if state not in ACTIVE or not status.get("pgid"):
         raise UserError(f"run {run.id} is not running ({state})")
+    if remote:
+        raise UserError(f"run {run.id} runs on {remote}: kill it there (this host cannot "
+                        "signal its processes)")  # fmt: skip
     if sig == signal.SIGKILL:
         run.update_status(state="failed", error="killed by the user", ended=utc_now())
     with contextlib.suppress(ProcessLookupError):
@@ -207,15 +240,29 @@ def kill_run(run: RunDir, sig: int = signal.SIGKILL) -> None:
 
 def resume_run(run: RunDir, overrides: Sequence[str] = ()) -> RunDir:
     """Start the same run directory again; the trainer continues from its newest
-    complete checkpoint (or from the start if it has none)."""
+    complete checkpoint (or from the start if it has none). A Slurm run is submitted
+    again (its batch script), not started on this host."""
     if run.is_locked():
         raise UserError(f"run {run.id} is already running (pid {run.read_status().get('pid')})")
+    status = run.read_status()
     state, _ = run.state()
     if state == "finished":
         raise UserError(f"run {run.id} has finished; start a new run to train further")
+    if state in ACTIVE or _pending_job(status, state):
+        where = _remote(status) or f"Slurm job {status.get('slurm_job_id')}"
+        raise UserError(f"run {run.id} is already {state} ({where})")
     profile = load_profile(run.profile, overrides)
+    script = run.path / scheduler.SCRIPT_NAME
+    if script.is_file() and overrides:
+        raise UserError(f"run {run.id} is a Slurm job: its shape is in {script}; "
+                        "resume it without overrides")  # fmt: skip
     if overrides:
         atomic_write_text(run.profile, resolved_toml(profile))
+    if script.is_file():
+        job = scheduler.submit(script)
+        run.update_status(state="queued", slurm_job_id=job, host=socket.gethostname(),
+                          pid=None, pgid=None, error=None, ended=None)  # fmt: skip
+        return run
     _spawn(run, profile)
     return run
 

@@ -17,17 +17,17 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 from sslterm.errors import UserError
 from sslterm.profile.load import load_profile
 from sslterm.profile.schema import Profile
+from sslterm.runs import scheduler
 from sslterm.runs.launcher import check_profile_environment, create_run
+from sslterm.runs.scheduler import SCRIPT_NAME
 from sslterm.runs.store import RunDir
 
-SCRIPT_NAME = "slurm.sbatch"
 # Recorded as launch.main_process_ip in the frozen profile: the real address is only
 # known once Slurm has picked the nodes (the script asks scontrol for it).
 SLURM_MAIN_HOST = "(first node of the Slurm job)"
@@ -36,7 +36,6 @@ SLURM_MAIN_HOST = "(first node of the Slurm job)"
 STOP_WARNING_S = 120
 _TIME = re.compile(r"\d+(-\d+)?(:\d+){0,2}|UNLIMITED|INFINITE", re.IGNORECASE)
 _PARTITION = re.compile(r"[A-Za-z0-9_.,-]+")
-_JOB_ID = re.compile(r"Submitted batch job (\d+)")
 # Run on each node by srun. Fixed text: the node's rank and node count are expanded
 # there, on the node; every other value arrives as a separate argument ("$@"), and $0
 # is the Python interpreter.
@@ -157,26 +156,23 @@ def _job_profile(args: argparse.Namespace, overrides: list[str]) -> tuple[Profil
     return profile, nodes, gpus
 
 
-def _submit(run: RunDir, script: Path, sbatch: str) -> str:
-    """Submit with ``sbatch`` (an argument list, no shell); record and return the job id."""
-    done = subprocess.run([sbatch, str(script)], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, check=False)
-    found = _JOB_ID.search(done.stdout)
-    if done.returncode != 0 or not found:
-        why = (done.stderr.strip() or done.stdout.strip() or f"exit code {done.returncode}")
-        why = " ".join(why.split())[:300]
-        run.update_status(state="failed", error=f"sbatch failed: {why}")
-        raise UserError(f"sbatch failed for run {run.id}: {why}")
-    run.update_status(slurm_job_id=found.group(1))
-    return found.group(1)
+def submit_run(run: RunDir) -> str:
+    """Submit the run's batch script and record the job id; a refused job marks the
+    run failed with sbatch's message."""
+    try:
+        job = scheduler.submit(run.path / SCRIPT_NAME)
+    except UserError as exc:
+        run.update_status(state="failed", error=str(exc))
+        raise UserError(f"run {run.id}: {exc}") from None
+    run.update_status(state="queued", slurm_job_id=job)
+    return job
 
 
 def cmd_slurm(args: argparse.Namespace) -> int:
     """Write RUN_DIR/slurm.sbatch for the profile; with ``--submit`` also submit it."""
     overrides = [*args.overrides, *args.sets]
     profile, nodes, gpus = _job_profile(args, overrides)
-    sbatch = shutil.which("sbatch") if args.submit else None
-    if args.submit and sbatch is None:
+    if args.submit and shutil.which("sbatch") is None:
         raise UserError("--submit needs Slurm's sbatch, which is not on PATH")
     check_profile_environment(profile, args.profile, overrides)
     run = create_run(profile)
@@ -187,9 +183,9 @@ def cmd_slurm(args: argparse.Namespace) -> int:
     ), encoding="utf-8")
     script.chmod(0o755)
     print(f"run {run.id} (queued): {script}")
-    if sbatch is None:
+    if not args.submit:
         print(f"submit with: sbatch {_q(script)}")
         return 0
-    job = _submit(run, script, sbatch)
+    job = submit_run(run)
     print(f"submitted batch job {job}")
     return 0
