@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from sslterm import __version__
 from sslterm.errors import UserError
+
+if TYPE_CHECKING:
+    from sslterm.runs.store import RunDir
 
 
 def _profile_args(p: argparse.ArgumentParser) -> None:
@@ -68,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("run", help="run id, id prefix or run directory")
         if name == "stop":
             p.add_argument("--wait", action="store_true", help="wait until the run has ended")
+            p.add_argument("--timeout", type=float, metavar="SECONDS",
+                           help="wait at most this long, then kill the run (implies --wait)")
         if name == "resume":
             p.add_argument("--detach", "-d", action="store_true")
             p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
@@ -147,20 +154,37 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wait_stopped(run: RunDir, timeout: float | None) -> int:
+    """Wait for a stopping run to end; past ``timeout`` seconds kill it (exit code 1)."""
+    import time
+
+    from sslterm.runs import launcher
+    from sslterm.runs.store import ACTIVE
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while run.state()[0] in ACTIVE:
+        if deadline is not None and time.monotonic() > deadline:
+            with contextlib.suppress(UserError):  # it ended just now
+                launcher.kill_run(run)
+            print(f"{run.id}: did not stop within {timeout:g} s: killed", file=sys.stderr)
+            return 1
+        time.sleep(0.5)
+    print(f"{run.id}: {run.state()[0]}")
+    return 0
+
+
 def cmd_control(args: argparse.Namespace) -> int:
     from sslterm.runs import launcher
     from sslterm.runs.store import find_run
 
     run = find_run(args.run, _output_dir(args))
     if args.command == "stop":
+        if args.timeout is not None and not args.timeout > 0:
+            raise UserError(f"stop --timeout: must be > 0 seconds (got {args.timeout:g})")
         launcher.request_stop(run)
         print(f"stop requested: {run.id}")
-        if args.wait:
-            import time
-
-            while run.state()[0] in ("running", "stopping"):
-                time.sleep(0.5)
-            print(f"{run.id}: {run.state()[0]}")
+        if args.wait or args.timeout is not None:
+            return _wait_stopped(run, args.timeout)
         return 0
     if args.command == "kill":
         launcher.kill_run(run)

@@ -1,0 +1,85 @@
+"""``sslterm stop --timeout``: a stop that takes too long escalates to a kill (real
+processes: a stand-in supervisor that holds the run's lock, in its own session)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sslterm.runs.store import RunDir
+
+REPO = Path(__file__).resolve().parents[1]
+STAND_IN = """
+import os, sys, time
+from pathlib import Path
+from sslterm.runs.store import RunDir, hold_lock, utc_now
+run = RunDir(Path(sys.argv[1]))
+hold_lock(run)
+run.update_status(state="running", pid=os.getpid(), pgid=os.getpgid(0))
+honours_stop = sys.argv[2] == "yes"
+while not (honours_stop and run.stop_file.exists()):
+    time.sleep(0.05)
+run.update_status(state="stopped", ended=utc_now())
+"""
+
+
+@pytest.fixture
+def stand_in(tmp_path: Path):
+    procs: list[subprocess.Popen] = []
+
+    def start(honours_stop: bool) -> tuple[RunDir, subprocess.Popen]:
+        run = RunDir(tmp_path / "runs" / f"job-{len(procs)}")
+        run.path.mkdir(parents=True)
+        run.update_status(state="queued", host=socket.gethostname())
+        proc = subprocess.Popen(
+            [sys.executable, "-c", STAND_IN, str(run.path), "yes" if honours_stop else "no"],
+            cwd=REPO, start_new_session=True,
+        )  # fmt: skip
+        procs.append(proc)
+        deadline = time.monotonic() + 30
+        while not run.read_status().get("pgid"):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        return run, proc
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def stop(run: RunDir, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sslterm", "-o", str(run.path.parent), "stop", run.id, *args],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+
+
+def test_a_stop_past_its_timeout_is_a_kill(stand_in) -> None:
+    run, proc = stand_in(honours_stop=False)
+    start = time.monotonic()
+    done = stop(run, "--timeout", "1.5")
+    assert done.returncode == 1
+    assert done.stderr == f"{run.id}: did not stop within 1.5 s: killed\n"
+    assert proc.wait(timeout=10) == -9 and time.monotonic() - start >= 1.5
+    assert run.state() == ("failed", "killed by the user")
+
+
+def test_a_stop_within_its_timeout_reports_the_final_state(stand_in) -> None:
+    run, proc = stand_in(honours_stop=True)
+    done = stop(run, "--timeout", "60")
+    assert done.returncode == 0 and done.stdout.splitlines()[-1] == f"{run.id}: stopped"
+    assert proc.wait(timeout=10) == 0
+
+
+def test_a_timeout_must_be_positive(stand_in) -> None:
+    run, proc = stand_in(honours_stop=True)
+    done = stop(run, "--timeout", "0")
+    assert done.returncode == 2
+    assert done.stderr == "sslterm: stop --timeout: must be > 0 seconds (got 0)\n"
+    assert proc.poll() is None and not run.stop_file.exists()  # nothing was asked
