@@ -3,6 +3,7 @@ processes: a stand-in supervisor that holds the run's lock, in its own session).
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -83,3 +84,26 @@ def test_a_timeout_must_be_positive(stand_in) -> None:
     assert done.returncode == 2
     assert done.stderr == "sslterm: stop --timeout: must be > 0 seconds (got 0)\n"
     assert proc.poll() is None and not run.stop_file.exists()  # nothing was asked
+
+
+def test_a_run_that_ends_the_moment_it_sees_stop_keeps_its_final_state(tmp_path, monkeypatch):
+    """The trainer may write its final state as soon as STOP exists: the stop request
+    must not overwrite that with "stopping" afterwards."""
+    from sslterm.runs import launcher
+    from sslterm.runs.store import hold_lock
+
+    run = RunDir(tmp_path / "job")
+    run.path.mkdir()
+    fd = hold_lock(run)  # alive on this host
+    run.update_status(state="running", host=socket.gethostname(), pgid=os.getpgid(0))
+    stop_file = run.stop_file
+
+    class EndsAtOnce(type(stop_file)):
+        def touch(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            super().touch(*args, **kwargs)
+            run.update_status(state="stopped")  # what a fast trainer does on seeing it
+
+    monkeypatch.setattr(RunDir, "stop_file", property(lambda self: EndsAtOnce(stop_file)))
+    launcher.request_stop(run)
+    assert run.read_status()["state"] == "stopped"
+    os.close(fd)

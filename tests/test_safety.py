@@ -111,6 +111,9 @@ def test_resuming_a_run_directory_never_unpickles_code(tmp_path):
     trainer = Trainer(run, profile)
     trainer.setup()
     path = run.path / trainer.save_checkpoint(Position(1, 0, 4), complete_epoch=True)
+    probe = tmp_path / "probe"
+    pickle.loads(pickle.dumps(_Payload(probe)))
+    assert probe.exists()  # the payload works: an unsafe load would run it
     marker = tmp_path / "pwned"
     for name in ("random_states_0.pkl", "optimizer.bin"):
         assert (path / name).is_file()

@@ -211,8 +211,10 @@ def request_stop(run: RunDir) -> None:
         return
     if state not in ACTIVE:
         raise UserError(f"run {run.id} is not running ({state})")
-    run.stop_file.touch()
+    # status first: once STOP exists the run may end and write its final state at
+    # once, which a later "stopping" would overwrite
     run.update_status(state="stopping")
+    run.stop_file.touch()
 
 
 def kill_run(run: RunDir, sig: int = signal.SIGKILL) -> None:
