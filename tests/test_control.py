@@ -107,3 +107,17 @@ def test_a_run_that_ends_the_moment_it_sees_stop_keeps_its_final_state(tmp_path,
     launcher.request_stop(run)
     assert run.read_status()["state"] == "stopped"
     os.close(fd)
+
+
+def test_a_stop_after_the_run_ended_changes_nothing(tmp_path):
+    from sslterm.errors import UserError
+    from sslterm.runs import launcher
+
+    run = RunDir(tmp_path / "job")
+    run.path.mkdir()
+    run.update_status(state="finished", host=socket.gethostname())
+    assert run.update_status(state="stopping", when=("running", "stopping")) is None
+    assert run.read_status()["state"] == "finished"
+    with pytest.raises(UserError, match="is not running"):
+        launcher.request_stop(run)
+    assert run.read_status()["state"] == "finished" and not run.stop_file.exists()

@@ -213,7 +213,8 @@ def request_stop(run: RunDir) -> None:
         raise UserError(f"run {run.id} is not running ({state})")
     # status first: once STOP exists the run may end and write its final state at
     # once, which a later "stopping" would overwrite
-    run.update_status(state="stopping")
+    if run.update_status(state="stopping", when=ACTIVE) is None:
+        raise UserError(f"run {run.id} has just ended ({run.state()[0]})")
     run.stop_file.touch()
 
 
@@ -227,7 +228,8 @@ def kill_run(run: RunDir, sig: int = signal.SIGKILL) -> None:
     if job and (remote or _pending_job(status, state)) and state in (*ACTIVE, "queued"):
         scheduler.cancel(str(job), kill=state in ACTIVE)
         if sig == signal.SIGKILL:
-            run.update_status(state="failed", error="killed by the user", ended=utc_now())
+            run.update_status(state="failed", error="killed by the user", ended=utc_now(),
+                              when=(*ACTIVE, "queued"))  # fmt: skip
         return
     if state not in ACTIVE or not status.get("pgid"):
         raise UserError(f"run {run.id} is not running ({state})")
@@ -235,7 +237,8 @@ def kill_run(run: RunDir, sig: int = signal.SIGKILL) -> None:
         raise UserError(f"run {run.id} runs on {remote}: kill it there (this host cannot "
                         "signal its processes)")  # fmt: skip
     if sig == signal.SIGKILL:
-        run.update_status(state="failed", error="killed by the user", ended=utc_now())
+        run.update_status(state="failed", error="killed by the user", ended=utc_now(),
+                          when=ACTIVE)  # fmt: skip
     with contextlib.suppress(ProcessLookupError):
         os.killpg(status["pgid"], sig)
 

@@ -19,7 +19,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -104,11 +104,23 @@ class RunDir:
         except (FileNotFoundError, ValueError):
             return {}
 
-    def update_status(self, **fields: Any) -> dict[str, Any]:
-        status = self.read_status()
-        status.update(fields)
-        atomic_write_text(self.status_file, json.dumps(status, indent=2) + "\n")
-        return status
+    def update_status(
+        self, *, when: Collection[str] | None = None, **fields: Any
+    ) -> dict[str, Any] | None:
+        """Read, update and write status.json under a lock: the launcher, the supervisor
+        and every open app may write at once. With ``when``, only while the recorded
+        state is one of those (None when it was not: the run ended meanwhile)."""
+        fd = os.open(self.path / ".status.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            status = self.read_status()
+            if when is not None and status.get("state", "queued") not in when:
+                return None
+            status.update(fields)
+            atomic_write_text(self.status_file, json.dumps(status, indent=2) + "\n")
+            return status
+        finally:
+            os.close(fd)
 
     def is_locked(self) -> bool:
         """True while some process holds the run's lock (the run is alive on this host)."""
