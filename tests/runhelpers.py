@@ -50,3 +50,32 @@ def only_run(output_dir: Path) -> Path:
     runs = [p for p in output_dir.iterdir() if (p / "status.json").exists()]
     assert len(runs) == 1, runs
     return runs[0]
+
+
+STAND_IN = """
+import os, sys, time
+from pathlib import Path
+from sslterm.runs.store import RunDir, hold_lock, utc_now
+run = RunDir(Path(sys.argv[1]))
+hold_lock(run)
+run.update_status(state="running", pid=os.getpid(), pgid=os.getpgid(0))
+honours_stop = sys.argv[2] == "yes"
+while not (honours_stop and run.stop_file.exists()):
+    time.sleep(0.05)
+run.update_status(state="stopped", ended=utc_now())
+"""
+
+
+def start_stand_in(run_dir: Path, honours_stop: bool = True) -> subprocess.Popen:
+    """A stand-in supervisor (no training) in its own session: it holds the run's lock,
+    says running and, if it honours stops, ends as stopped once STOP appears. Returns
+    when its process group is recorded."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STAND_IN, str(run_dir), "yes" if honours_stop else "no"],
+        cwd=ROOT, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while json.loads((run_dir / "status.json").read_text()).get("pgid") is None:
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    return proc

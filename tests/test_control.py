@@ -11,24 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from runhelpers import start_stand_in
 
 from sslterm.runs.store import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
-STAND_IN = """
-import os, sys, time
-from pathlib import Path
-from sslterm.runs.store import RunDir, hold_lock, utc_now
-run = RunDir(Path(sys.argv[1]))
-hold_lock(run)
-run.update_status(state="running", pid=os.getpid(), pgid=os.getpgid(0))
-honours_stop = sys.argv[2] == "yes"
-while not (honours_stop and run.stop_file.exists()):
-    time.sleep(0.05)
-run.update_status(state="stopped", ended=utc_now())
-"""
-
-
 @pytest.fixture
 def stand_in(tmp_path: Path):
     procs: list[subprocess.Popen] = []
@@ -37,15 +24,8 @@ def stand_in(tmp_path: Path):
         run = RunDir(tmp_path / "runs" / f"job-{len(procs)}")
         run.path.mkdir(parents=True)
         run.update_status(state="queued", host=socket.gethostname())
-        proc = subprocess.Popen(
-            [sys.executable, "-c", STAND_IN, str(run.path), "yes" if honours_stop else "no"],
-            cwd=REPO, start_new_session=True,
-        )  # fmt: skip
+        proc = start_stand_in(run.path, honours_stop)
         procs.append(proc)
-        deadline = time.monotonic() + 30
-        while not run.read_status().get("pgid"):
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.05)
         return run, proc
 
     yield start

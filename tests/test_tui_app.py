@@ -9,10 +9,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from runhelpers import start_stand_in
 from test_tui_fixtures import (
     SMOKE,
     T0,
@@ -327,29 +327,10 @@ async def test_queue_two_profiles_from_the_composer(runs_dir, profiles_dir, monk
 
 
 # -- run control with real processes (a stand-in supervisor, no training) ------------------
-FAKE_SUPERVISOR = """
-import sys, time
-from pathlib import Path
-from sslterm.runs.store import RunDir, hold_lock, utc_now
-run = RunDir(Path(sys.argv[1]))
-hold_lock(run)
-run.update_status(state="running", pid=__import__("os").getpid(), pgid=__import__("os").getpgid(0))
-while not run.stop_file.exists():
-    time.sleep(0.05)
-run.update_status(state="stopped", ended=utc_now())
-"""
-
-
 def start_fake(out: Path, run_id: str) -> tuple[Path, subprocess.Popen]:
     run = write_run(out, run_id, state="running", start=T0 + 9 * 3600, done_epochs=1,
                     host=socket.gethostname())  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-c", FAKE_SUPERVISOR, str(run)], cwd=REPO,
-                            start_new_session=True)  # fmt: skip
-    deadline = time.monotonic() + 30
-    while json.loads((run / "status.json").read_text()).get("pgid") is None:
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.05)
-    return run, proc
+    return run, start_stand_in(run)
 
 
 async def test_stop_kill_delete_on_live_processes(runs_dir, profiles_dir):

@@ -225,22 +225,20 @@ def kill_run(run: RunDir, sig: int = signal.SIGKILL) -> None:
     state, _ = run.state()
     job = status.get("slurm_job_id")
     remote = _remote(status)
-    if job and (remote or _pending_job(status, state)) and state in (*ACTIVE, "queued"):
+    via_slurm = bool(job and (remote or _pending_job(status, state)))
+    if via_slurm and state in (*ACTIVE, "queued"):
         scheduler.cancel(str(job), kill=state in ACTIVE)
-        if sig == signal.SIGKILL:
-            run.update_status(state="failed", error="killed by the user", ended=utc_now(),
-                              when=(*ACTIVE, "queued"))  # fmt: skip
-        return
-    if state not in ACTIVE or not status.get("pgid"):
+    elif state not in ACTIVE or not status.get("pgid"):
         raise UserError(f"run {run.id} is not running ({state})")
-    if remote:
+    elif remote:
         raise UserError(f"run {run.id} runs on {remote}: kill it there (this host cannot "
                         "signal its processes)")  # fmt: skip
     if sig == signal.SIGKILL:
         run.update_status(state="failed", error="killed by the user", ended=utc_now(),
-                          when=ACTIVE)  # fmt: skip
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(status["pgid"], sig)
+                          when=(*ACTIVE, "queued"))  # fmt: skip
+    if not via_slurm:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(status["pgid"], sig)
 
 
 def resume_run(run: RunDir, overrides: Sequence[str] = ()) -> RunDir:
