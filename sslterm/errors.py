@@ -32,3 +32,9 @@ class ProfileError(UserError):
     @property
     def problems(self) -> tuple[ProfileError, ...]:
         return (self, *self.also)
+
+    def with_path(self, path: str) -> ProfileError:
+        """The same problems, named as in ``path`` (a temporary copy's errors, shown
+        under the file the user edits)."""
+        also = tuple(p.with_path(path) for p in self.also)
+        return ProfileError(path, self.line, self.key, self.message, also)

@@ -101,3 +101,13 @@ def test_every_field_problem_is_reported_once_and_located(tmp_path):
         ("p.toml", 7, "train.epoch"),
     ]
     assert str(err) == f"{err.path}:{err.line}: {err.key}: {err.message}"  # one line
+
+
+def test_errors_of_a_temporary_copy_are_named_after_the_edited_file():
+    with pytest.raises(ProfileError) as info:
+        validate_text("[train]\nepochs = 0\nbase_lr = 0\n", "/tmp/sslterm-launch-x/p.toml")
+    shown = info.value.with_path("profiles/p.toml")
+    assert [str(p) for p in shown.problems] == [
+        "profiles/p.toml:2: train.epochs: must be >= 1 (got 0)",
+        "profiles/p.toml:3: train.base_lr: must be > 0.0 (got 0)",
+    ]

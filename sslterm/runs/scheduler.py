@@ -73,12 +73,6 @@ def job_state(job_id: str) -> str | None:
     return state
 
 
-def forget(job_id: str) -> None:
-    """Drop the cached answer (after a submit or a cancel)."""
-    with _cache_lock:
-        _cache.pop(job_id, None)
-
-
 def cancel(job_id: str, *, kill: bool) -> None:
     """``scancel`` the job. ``kill``: SIGKILL to every step and the batch script at once
     (a running job); otherwise Slurm's own cancel (a pending job leaves the queue)."""
@@ -87,7 +81,8 @@ def cancel(job_id: str, *, kill: bool) -> None:
         raise UserError(f"Slurm's scancel is not on PATH (job {job_id})")
     argv = [scancel, "--full", "--signal=KILL", job_id] if kill else [scancel, job_id]
     done = _run(argv)
-    forget(job_id)
+    with _cache_lock:  # its state changes now
+        _cache.pop(job_id, None)
     if done is None or done.returncode != 0:
         why = "no answer" if done is None else _one_line(done)
         raise UserError(f"scancel {job_id} failed: {why}")

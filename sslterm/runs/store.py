@@ -150,9 +150,7 @@ class RunDir:
             return "failed", error or f"trainer process {status.get('pid')} died without finishing"
         job = status.get("slurm_job_id")
         asks_slurm = state == "queued" or (state in ACTIVE and not local)
-        if job and asks_slurm and (
-            scheduler.job_state(str(job)) == ""
-        ):
+        if job and asks_slurm and scheduler.job_state(str(job)) == "":
             return "failed", error or (
                 f"Slurm job {job} ended without a final status (cancelled, or its node failed)"
             )

@@ -73,12 +73,14 @@ def ema(
     values: Sequence[float | None],
     weight: float = DEFAULT_SMOOTHING,
     counts: Sequence[float] | None = None,
+    start: float = math.nan,
 ) -> list[float]:
     """Exponential moving average; ``counts[i]`` says how many raw points value i
     stands for (a sampled history), so smoothing is the same however it was read.
-    Missing or non-finite values keep the previous average (NaN before the first)."""
+    Missing or non-finite values keep the previous average (NaN before the first);
+    ``start`` continues an average computed before ``values``."""
     out: list[float] = []
-    avg = math.nan
+    avg = start
     for i, v in enumerate(values):
         if v is not None and math.isfinite(v):
             if math.isnan(avg):
@@ -162,7 +164,7 @@ class Series:
         self.smooth = array("d")
         self.version = 0
         self._avg = math.nan
-        self._other: tuple[float, array, list[float]] | None = None
+        self._other: tuple[float, array] | None = None
 
     def __len__(self) -> int:
         return len(self.value)
@@ -196,12 +198,9 @@ class Series:
         if weight == self.weight:
             return self.smooth
         if self._other is None or self._other[0] != weight:
-            self._other = (weight, array("d"), [math.nan])
-        _, out, avg = self._other
-        for v in self.value[len(out) :]:
-            if math.isfinite(v):
-                avg[0] = v if math.isnan(avg[0]) else weight * avg[0] + (1.0 - weight) * v
-            out.append(avg[0])
+            self._other = (weight, array("d"))
+        out = self._other[1]
+        out.extend(ema(self.value[len(out) :], weight, start=out[-1] if out else math.nan))
         return out
 
     def points(

@@ -268,9 +268,7 @@ class ComposerScreen(Screen):
                 else:
                     run = start_checked(path, self.app.output_dir)
         except ProfileError as exc:
-            err = ProfileError(shown, exc.line, exc.key, exc.message, tuple(
-                ProfileError(shown, p.line, p.key, p.message) for p in exc.also))
-            self.app.call_from_thread(self._launch_failed, err)
+            self.app.call_from_thread(self._launch_failed, exc.with_path(shown))
             return
         except (UserError, OSError) as exc:
             self.app.call_from_thread(self._launch_failed, UserError(str(exc)))
