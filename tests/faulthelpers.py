@@ -13,19 +13,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-from runhelpers import SMOKE
+from runhelpers import SMOKE, events, wait_for
 
 from sslterm.runs.checkpoints import TMP_PREFIX, newest_checkpoint
-from sslterm.runs.events import EventReader
 from sslterm.runs.store import RunDir
 
-T = TypeVar("T")
 ENDED = ("finished", "failed", "stopped")
 # 16 images a step, a loss and a stop check every step, a checkpoint every epoch, no eval.
 TINY = ("train.batch_size=16", "probe.enabled=false", "train.val_interval=0",
@@ -81,32 +78,11 @@ def resume(run: Path, *sets: str, env: dict[str, str] | None = None) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-def events(run: Path) -> list[dict[str, Any]]:
-    """Complete events (a torn last line is not returned)."""
-    return EventReader(run / "events.jsonl").read_new()
-
-
 def since_start(run: Path, starts: int) -> list[dict[str, Any]] | None:
     """Events after the ``starts``-th ``run_started`` (None until it is there)."""
     evs = events(run)
     idx = [i for i, e in enumerate(evs) if e["kind"] == "run_started"]
     return evs[idx[starts - 1]:] if len(idx) >= starts else None
-
-
-def tail(run: Path) -> str:
-    log = run / "stdout.log"
-    text = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-    return f"status: {RunDir(run).read_status()}\nstdout.log tail:\n{text}"
-
-
-def wait_for(predicate: Callable[[], T], what: str, run: Path, timeout: float = 300) -> T:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tail(run)}")
 
 
 def wait_step(run: Path, step: int, starts: int, timeout: float = 300) -> list[dict[str, Any]]:

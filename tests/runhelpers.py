@@ -7,7 +7,14 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
+
+from sslterm.runs.events import EventReader
+from sslterm.runs.store import RunDir
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "profiles" / "smoke.toml"
@@ -22,27 +29,28 @@ def sslterm(*args: str, cwd: Path, timeout: float = 240, check: bool = False) ->
     return out
 
 
-def events(run_dir: Path) -> list[dict]:
-    path = run_dir / "events.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def events(run: Path) -> list[dict[str, Any]]:
+    """Complete events (a torn last line is not returned)."""
+    return EventReader(run / "events.jsonl").read_new()
 
 
-def wait_for(predicate, timeout: float = 180, what: str = "condition", run_dir: Path | None = None):
+def tail(run: Path) -> str:
+    log = run / "stdout.log"
+    text = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+    return f"status: {RunDir(run).read_status()}\nstdout.log tail:\n{text}"
+
+
+def wait_for(predicate: Callable[[], T], what: str, run: Path, timeout: float = 300) -> T:
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(0.2)
-    log = (run_dir / "stdout.log").read_text()[-3000:] if run_dir and (run_dir / "stdout.log").exists() else ""
-    raise AssertionError(f"timed out waiting for {what}\n{log}")
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tail(run)}")
 
 
 def state(run_dir: Path) -> str:
-    from sslterm.runs.store import RunDir
-
     return RunDir(run_dir).state()[0]
 
 

@@ -50,7 +50,7 @@ def test_stop_then_resume_continues_the_event_log(tmp_path):
     run_id = out.stdout.strip()
     run = runs_dir / run_id
     wait_for(lambda: any(e["kind"] == "epoch" and e["epoch"] >= 1 for e in events(run)),
-             what="epoch 1", run_dir=run)
+             "epoch 1", run, timeout=180)
     sslterm("-o", str(runs_dir), "stop", run_id, "--wait", cwd=tmp_path, check=True)
     assert state(run) == "stopped"
     evs = events(run)
