@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class UserError(Exception):
     """Bad input (profile, path, run id, data on disk). The message is the whole story."""
@@ -38,3 +41,12 @@ class ProfileError(UserError):
         under the file the user edits)."""
         also = tuple(p.with_path(path) for p in self.also)
         return ProfileError(path, self.line, self.key, self.message, also)
+
+
+def unknown_name(kind: str, name: str, known: Iterable[str]) -> str:
+    """The message for a name missing from a registry: the closest known one, else all."""
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown {kind} {name!r}; did you mean {close[0]!r}?"
+    return f"unknown {kind} {name!r}; known: {', '.join(known)}"

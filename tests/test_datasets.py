@@ -75,7 +75,6 @@ def offline(monkeypatch) -> None:
         monkeypatch.setattr(cls, "url", closed_port_url(cls.filename))
     table = {s: [closed_port_url(n), n, md5] for s, (_, n, md5) in SVHN.split_list.items()}
     monkeypatch.setattr(SVHN, "split_list", table)
-    monkeypatch.setattr(subsets, "SCAN_URL", closed_port_url("{filename}"))
 
 
 # ---------------------------------------------------------------- CIFAR / SVHN
@@ -291,60 +290,47 @@ def test_missing_wnid_folder_names_the_folder_to_fill(tmp_path):
     assert str(tmp_path / "train") in message and WNIDS[2] in message
 
 
-def upstream(tmp_path: Path, monkeypatch, n: int, wnids: list[str]) -> Path:
-    """Serve a class list from a file:// URL and trust its sha256, as if it were SCAN's."""
-    source = write_class_list(tmp_path / "upstream" / f"imagenet_{n}.txt", wnids)
-    monkeypatch.setattr(subsets, "SCAN_URL", source.parent.as_uri() + "/{filename}")
-    sha = hashlib.sha256(source.read_bytes()).hexdigest()
-    monkeypatch.setitem(subsets.SCAN_SHA256, n, sha)
-    return source
+# The sha256 of data/imagenet_subsets/imagenet_{50,100,200}.txt as published in
+# wvangansbeke/Unsupervised-Classification (master), written here independently of the code.
+PUBLISHED_SHA256 = {
+    50: "58cbf7955f5591af5bdda091ce2144d9ed18a3e70866341d17689ab807a7db90",
+    100: "583680dd19e33fd7f80fe50e44c385fc4a6ebb977fbcc9409daf3ba7aa275f24",
+    200: "14cb3f6b262c342b693278e0986b0f86cd3194184a5ef9ce606bdb8661f47a51",
+}
 
 
-def test_scan_list_is_fetched_once_into_the_root(tmp_path, monkeypatch):
-    root = tmp_path / "data"
-    write_imagenet(root, WNIDS, n_train=1, n_val=1)
-    source = upstream(tmp_path, monkeypatch, 100, WNIDS[:2])
-
-    splits = build_splits(data(root, "imagenet100"), seed=0)
-    assert splits.info.num_classes == 2
-    assert (root / "imagenet_100.txt").read_bytes() == source.read_bytes()
-
-    source.unlink()  # from now on the copy in the root is used
-    assert build_splits(data(root, "imagenet100"), seed=0).info.num_classes == 2
+@pytest.mark.parametrize("n", sorted(PUBLISHED_SHA256))
+def test_packaged_scan_lists_are_the_published_files(n):
+    path = Path(subsets.__file__).parent / "imagenet_subsets" / f"imagenet_{n}.txt"
+    blob = path.read_bytes()
+    assert hashlib.sha256(blob).hexdigest() == PUBLISHED_SHA256[n] == subsets.SCAN_SHA256[n]
+    wnids = subsets.scan_class_list(n)
+    assert len(wnids) == n and all(re.fullmatch(r"n\d{8}", w) for w in wnids)
 
 
-def test_scan_list_with_a_bad_checksum_is_rejected(tmp_path, monkeypatch):
-    root = tmp_path / "data"
-    write_imagenet(root, WNIDS, n_train=1, n_val=1)
-    upstream(tmp_path, monkeypatch, 200, WNIDS[:2])
-    monkeypatch.setitem(subsets.SCAN_SHA256, 200, "0" * 64)
-    with pytest.raises(UserError, match="failed its sha256 check") as err:
-        build_splits(data(root, "imagenet200"), seed=0)
-    assert str(root / "imagenet_200.txt") in str(err.value)
-    assert not (root / "imagenet_200.txt").exists()
-
-    write_class_list(root / "imagenet_200.txt", WNIDS[:3])  # a local edit in the root
-    with pytest.raises(UserError, match="delete it to fetch it again"):
-        build_splits(data(root, "imagenet200"), seed=0)
-
-
-def test_unreachable_scan_list_fails_fast_naming_the_file(tmp_path, monkeypatch):
+def test_scan_subset_runs_offline_with_only_the_root(tmp_path, monkeypatch):
+    """Every user gets the SCAN classes, in list order, with no class list and no network."""
     offline(monkeypatch)
-    start = time.monotonic()
-    with pytest.raises(UserError, match="could not fetch the class list") as err:
-        build_splits(data(tmp_path, "imagenet50"), seed=0)
-    assert time.monotonic() - start < 10
-    assert str(tmp_path / "imagenet_50.txt") in str(err.value)
-    assert subsets.SCAN_SHA256[50] in str(err.value)
+    wnids = subsets.scan_class_list(50)
+    write_imagenet(tmp_path, [*wnids, WNIDS[0]], n_train=1, n_val=1)  # one class too many
+    splits = build_splits(data(tmp_path, "imagenet50", download=False), seed=0)
+    assert splits.info.num_classes == 50
+    by_wnid = {Path(p).parent.name: label for p, label in splits.test.samples}
+    assert by_wnid == {w: i for i, w in enumerate(wnids)}
+    assert list(tmp_path.glob("imagenet_*.txt")) == []  # nothing fetched into the root
 
 
-def test_packaged_scan_list_is_checked_and_used(tmp_path, monkeypatch):
+def test_an_edited_packaged_list_is_refused(tmp_path, monkeypatch):
     write_imagenet(tmp_path, WNIDS, n_train=1, n_val=1)
-    source = upstream(tmp_path, monkeypatch, 50, WNIDS[1:])
-    monkeypatch.setattr(subsets, "PACKAGED_DIR", source.parent)
-    monkeypatch.setattr(subsets, "SCAN_URL", "http://127.0.0.1:1/never-used/{filename}")
-    assert build_splits(data(tmp_path, "imagenet50"), seed=0).info.num_classes == 3
-    assert not (tmp_path / "imagenet_50.txt").exists()
+    write_class_list(tmp_path / "pkg" / "imagenet_200.txt", WNIDS)
+    monkeypatch.setattr(subsets, "PACKAGED_DIR", tmp_path / "pkg")
+    with pytest.raises(UserError, match="has sha256 .*expected 14cb3f6b") as err:
+        build_splits(data(tmp_path, "imagenet200"), seed=0)
+    assert "data.class_list" in str(err.value)
+
+    monkeypatch.setattr(subsets, "PACKAGED_DIR", tmp_path / "nowhere")
+    with pytest.raises(UserError, match="packaged class list .* is missing"):
+        build_splits(data(tmp_path, "imagenet200"), seed=0)
 
 
 # ---------------------------------------------------------------- synthetic
@@ -419,12 +405,11 @@ def test_transformed_applies_to_images_only(tmp_path):
 # ---------------------------------------------------------------- pre-flight check
 
 
-def test_check_data_fetches_and_fails_early_without_walking_the_files(tmp_path, monkeypatch):
+def test_check_data_fails_early_without_walking_the_files(tmp_path):
     root = tmp_path / "data"
     write_imagenet(root, WNIDS, n_train=1, n_val=1)
-    upstream(tmp_path, monkeypatch, 100, WNIDS[:3])
-    check_data(data(root, "imagenet100"))
-    assert (root / "imagenet_100.txt").is_file()  # fetched once, before any rank starts
+    listing = str(write_class_list(tmp_path / "list.txt", WNIDS[:3]))
+    check_data(data(root, "imagenet100", class_list=listing))
     check_data(data(root, "imagenet"))
 
     for image in (root / "train" / WNIDS[0]).iterdir():
@@ -436,7 +421,7 @@ def test_check_data_fetches_and_fails_early_without_walking_the_files(tmp_path, 
     (root / "val" / WNIDS[1] / f"{WNIDS[1]}_0.JPEG").unlink()
     (root / "val" / WNIDS[1]).rmdir()
     with pytest.raises(UserError, match=f"imagenet100: 1 of 3 class folders missing .*{WNIDS[1]}"):
-        check_data(data(root, "imagenet100"))
+        check_data(data(root, "imagenet100", class_list=listing))
 
 
 def test_check_data_runs_torchvision_downloads(tmp_path, monkeypatch):

@@ -64,3 +64,42 @@ def test_warmup_then_cosine():
     values = [lr_at(s, total, warm, peak) for s in range(10, 100)]
     assert all(a >= b for a, b in zip(values[:-1], values[1:], strict=True))
     assert lr_at(0, total, 0, peak) == pytest.approx(peak)
+
+
+def one_step(cls, w0: torch.Tensor, grad: torch.Tensor, wd: float) -> torch.Tensor:
+    """The weights after one step of ``cls`` (lr 0.5, momentum 0.9, trust 0.01)."""
+    w = torch.nn.Parameter(w0.clone())
+    w.grad = grad.clone()
+    cls([w], lr=0.5, momentum=0.9, weight_decay=wd, trust_coefficient=0.01).step()
+    return w.detach()
+
+
+W0 = torch.tensor([[3.0, 4.0], [1.0, -2.0]])
+
+
+def test_lars_matches_lightly_when_the_gradient_points_along_the_weights():
+    from lightly.utils.lars import LARS as LightlyLARS
+
+    grad = 0.3 * W0  # ||g + wd*w|| == ||g|| + wd*||w||
+    ours, theirs = one_step(LARS, W0, grad, 0.1), one_step(LightlyLARS, W0, grad, 0.1)
+    assert torch.allclose(ours, theirs, atol=1e-7)
+    assert not torch.allclose(ours, W0)
+
+
+def test_lars_differs_from_lightly_as_its_docstring_says():
+    from lightly.utils.lars import LARS as LightlyLARS
+
+    grad, wd = torch.tensor([[0.6, -0.8], [0.5, 0.5]]), 0.1
+    w_norm, g_norm = torch.linalg.vector_norm(W0), torch.linalg.vector_norm(grad)
+    u = grad + wd * W0
+    ours, theirs = one_step(LARS, W0, grad, wd), one_step(LightlyLARS, W0, grad, wd)
+    # the same direction, lengths in the ratio of the two trust-ratio denominators
+    scale = (g_norm + wd * w_norm) / torch.linalg.vector_norm(u)
+    assert scale > 1
+    assert torch.allclose(W0 - ours, (W0 - theirs) * scale, atol=1e-6)
+    assert torch.allclose(ours, W0 - 0.5 * 0.01 * w_norm * u / torch.linalg.vector_norm(u))
+
+    # weight decay 0: lightly takes a plain SGD step, this LARS still adapts
+    plain, adapted = one_step(LightlyLARS, W0, grad, 0.0), one_step(LARS, W0, grad, 0.0)
+    assert torch.allclose(plain, W0 - 0.5 * grad)
+    assert torch.allclose(adapted, W0 - 0.5 * 0.01 * w_norm / g_norm * grad)

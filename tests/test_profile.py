@@ -1,11 +1,22 @@
+import datetime
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import tomlkit
 
 from sslterm.errors import ProfileError
-from sslterm.profile.load import load_profile, resolved_toml, validate_text
+from sslterm.profile.edit import schema_fields
+from sslterm.profile.load import (
+    frozen,
+    load_profile,
+    parse_toml,
+    resolved_toml,
+    validate_data,
+    validate_text,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = sorted((ROOT / "profiles").glob("*.toml"))
@@ -19,7 +30,7 @@ def test_shipped_profiles_validate_and_round_trip(path):
     profile = load_profile(path)
     assert profile.name == path.stem
     again = validate_text(resolved_toml(profile), "frozen.toml")
-    assert again == profile
+    assert again == frozen(profile)
 
 
 def test_fixed_key_names_exist():
@@ -31,9 +42,9 @@ def test_fixed_key_names_exist():
 
 def test_overrides_positional_and_typed(tmp_path):
     p = load_profile(ROOT / "profiles/cifar10.toml",
-                     ["model.temperature=0.2", "train.epochs=3", "data.root=/x y",
+                     ["model.temperature=0.2", "train.epochs=30", "data.root=/x y",
                       "augment.crop_scale=[0.2, 1.0]", "train.compile=true"])
-    assert p.model.temperature == 0.2 and p.train.epochs == 3 and p.data.root == "/x y"
+    assert p.model.temperature == 0.2 and p.train.epochs == 30 and p.data.root == "/x y"
     assert p.augment.crop_scale == (0.2, 1.0) and p.train.compile is True
 
 
@@ -53,7 +64,16 @@ def write(tmp_path, text):
      "'imagenet50', 'imagenet100', 'imagenet200', 'imagefolder' or 'synthetic' (got 'cifar11')"),
     ("[model\nencoder = 1\n", [], "{p}:1: TOML syntax error: Expected ']' at the end of a table declaration"),
     ("[train]\nepochs = \"ten\"\n", [],
-     "{p}:2: train.epochs: Input should be a valid integer, unable to parse string as an integer (got 'ten')"),
+     "{p}:2: train.epochs: must be a whole number (got 'ten')"),
+    ('model = "resnet"\n', [],
+     "{p}:1: model: must be a [model] table of keys, not a single value (got 'resnet')"),
+    ("[train]\nepochs = 5\nwarmup_epochs = 8\n", [],
+     "{p}:3: train.warmup_epochs: must be <= train.epochs = 5 (got 8)"),
+    ("[train]\nwarmup_epochs = 8\n", ["train.epochs=5"],
+     "<command line>: train.epochs: must be >= train.warmup_epochs = 8 (got 5); "
+     "lower train.warmup_epochs too"),
+    ("[train]\nepochs = 5\n", ["train.warmup_epochs=6"],
+     "<command line>: train.warmup_epochs: must be <= train.epochs = 5 (got 6)"),
     ("[train]\nbatch_size = 6\n[launch]\nnum_processes = 4\n", [],
      "{p}:2: train.batch_size: must divide evenly over 4 processes (got 6)"),
     ("", ["model.temperature=0"], "<command line>: model.temperature: must be > 0.0 (got 0)"),
@@ -111,3 +131,44 @@ def test_errors_of_a_temporary_copy_are_named_after_the_edited_file():
         "profiles/p.toml:2: train.epochs: must be >= 1 (got 0)",
         "profiles/p.toml:3: train.base_lr: must be > 0.0 (got 0)",
     ]
+
+
+PYDANTIC_WORDING = ("Input should", "should have", "should match", "Field required",
+                    "Value error", "Tuple", "dictionary", "instance of", "Extra inputs")
+WRONG_VALUES = ["text", "", 0.5, -1, 10**6, math.inf, math.nan, True, [1, 2, 3], [1],
+                ["a", "b"], {"a": 1}, datetime.date(1979, 5, 27), datetime.time(7, 32),
+                [{"a": 1}], "../x" * 30]
+
+
+@pytest.mark.parametrize("key", [f.key for f in schema_fields()])
+def test_no_pydantic_wording_reaches_the_user(key):
+    """Every wrong type, range or shape a TOML file can give any key reads as plain words."""
+    section, _, leaf = key.rpartition(".")
+    for value in WRONG_VALUES:
+        data = {section: {leaf: value}} if section else {leaf: value}
+        text = tomlkit.dumps(data)
+        try:
+            validate_data(parse_toml(text, "p.toml"), "p.toml", text)
+        except ProfileError as err:
+            for problem in err.problems:
+                assert not any(w in problem.message for w in PYDANTIC_WORDING), str(problem)
+                assert problem.key, str(problem)
+                assert problem.key != key or problem.line is not None, str(problem)
+
+
+@pytest.mark.parametrize("section", ["data", "augment", "model", "train", "probe", "launch"])
+def test_a_section_given_a_value_is_explained(section):
+    for literal, words in (("5", "not a single value (got 5)"),
+                           ('"x"', "not a single value (got 'x')")):
+        with pytest.raises(ProfileError) as info:
+            validate_text(f"{section} = {literal}\n", "p.toml")
+        assert str(info.value) == f"p.toml:1: {section}: must be a [{section}] table of keys, {words}"
+
+
+def test_default_warmup_shrinks_to_a_short_run_and_the_frozen_profile_keeps_it():
+    profile = validate_text("[train]\nepochs = 4\n", "short.toml")
+    assert profile.train.warmup_epochs == 4.0
+    again = validate_text(resolved_toml(profile), "frozen.toml")
+    assert again.train.warmup_epochs == 4.0
+    with pytest.raises(ProfileError, match="<command line>: train.epochs: must be >= "):
+        validate_text(resolved_toml(profile), "frozen.toml", ["train.epochs=3"])

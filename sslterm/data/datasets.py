@@ -365,7 +365,7 @@ def imagenet_layout(cfg: DataConfig) -> FolderLayout:
 def _subset_layout(n: int) -> Callable[[DataConfig], FolderLayout]:
     def layout(cfg: DataConfig) -> FolderLayout:
         name, root = f"imagenet{n}", _root(cfg)
-        wnids = scan_class_list(n, root, cfg.class_list, cfg.download)
+        wnids = scan_class_list(n, cfg.class_list)
         hint = _imagenet_hint(root)
         for split in ("train", "val"):
             _class_dirs(name, root / split, wnids, hint)

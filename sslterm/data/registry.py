@@ -4,6 +4,10 @@ A builder (``@register_dataset("name")``) turns a ``DataConfig`` into a ``Source
 official train and test sets plus how to fingerprint and decode them. ``build_splits``
 adds what every dataset shares: the seeded train/val split of the training set (as the
 original experiment: fixed by the seed) and access to the uint8 tensor cache.
+
+This module never imports the builders (timm style): the package ``sslterm/data/__init__``
+imports ``sslterm.data.datasets``, whose builders register themselves, so importing any
+``sslterm.data`` module fills the registry and no import cycle can arise.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from sslterm.data.cache import ImageTensors, load_or_build
-from sslterm.errors import UserError
+from sslterm.errors import UserError, unknown_name
 from sslterm.profile.schema import DataConfig
 
 __all__ = [
@@ -172,10 +176,5 @@ def check_data(cfg: DataConfig) -> None:
 def _builder(cfg: DataConfig) -> Builder:
     builder = DATASETS.get(cfg.dataset)
     if builder is None:
-        raise UserError(f"unknown dataset {cfg.dataset!r}; known: {', '.join(sorted(DATASETS))}")
+        raise UserError(unknown_name("dataset", cfg.dataset, DATASETS))
     return builder
-
-
-# The built-in datasets register themselves on import; importing them here keeps DATASETS
-# complete for anyone who imports the registry.
-from sslterm.data import datasets as _builtin  # noqa: E402, F401

@@ -6,7 +6,9 @@ Errors name the file, the line and the dotted key, and say what was expected:
 
 from __future__ import annotations
 
+import datetime
 import difflib
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -53,54 +55,116 @@ def locate(text: str, key: str) -> int | None:
     return None
 
 
-def _field_names(path: tuple[str | int, ...]) -> list[str]:
+def _section(path: tuple[str, ...]) -> type[BaseModel]:
+    """The schema model the dotted ``path`` (a section, or a key's parents) leads to."""
     model: type[BaseModel] = Profile
     for part in path:
-        field = model.model_fields.get(str(part))
-        ann = getattr(field, "annotation", None)
+        ann = getattr(model.model_fields.get(part), "annotation", None)
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             break
         model = ann
-    return list(model.model_fields)
+    return model
+
+
+def _field_names(path: tuple[str, ...]) -> list[str]:
+    return list(_section(path).model_fields)
+
+
+def _pair_message(loc: tuple[str, ...]) -> str:
+    """What a list-valued key needs, shown by its default: ``[0.08, 1]``."""
+    default = _section(loc[:-1]).model_fields[loc[-1]].get_default()
+    example = f"[{', '.join(f'{v:g}' for v in default)}]"
+    return f"must be a list of {len(default)} numbers, like {example}"
+
+
+def _shown(value: Any) -> str:
+    """A TOML value as the user wrote it: dates as dates, not ``datetime.date(...)``."""
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    return repr(value)
+
+
+_OPS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+_PLAIN = {
+    "bool_parsing": "must be true or false",
+    "bool_type": "must be true or false",
+    "int_parsing": "must be a whole number",
+    "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "finite_number": "must be a finite number",
+    "string_type": 'must be a string in quotes, like "text"',
+    "string_too_long": "must be at most {max_length} characters long",
+}
+_PAIR = ("tuple_type", "too_short", "too_long")
+_SECTION = ("model_type", "model_attributes_type", "dict_type")
+
+
+def _plain_message(kind: str, loc: tuple[str, ...], err: dict[str, Any]) -> str:
+    """Pydantic's error ``kind`` in the words of a profile: what to write instead."""
+    ctx = err.get("ctx") or {}
+    indexed = any(isinstance(p, int) for p in err["loc"])
+    if kind == "extra_forbidden":
+        known = _field_names(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
+        if close:
+            return f"unknown key; did you mean '{'.'.join([*loc[:-1], close[0]])}'?"
+        return f"unknown key (known: {', '.join(known)})"
+    if kind in _SECTION:
+        name = ".".join(loc)
+        if isinstance(err.get("input"), list):
+            return f"[[{name}]] makes a list of tables; write [{name}] once"
+        return f"must be a [{name}] table of keys, not a single value"
+    if kind in _PAIR or (kind == "missing" and indexed):
+        return _pair_message(loc)
+    if kind in _OPS:
+        bound = next(v for k, v in ctx.items() if k in ("gt", "ge", "lt", "le"))
+        return f"must be {_OPS[kind]} {bound}"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected', '')}"
+    if kind == "missing":
+        return "is required"
+    if kind == "string_too_short":
+        return "must not be empty" if ctx.get("min_length") == 1 else (
+            f"must be at least {ctx.get('min_length')} characters long")
+    if kind == "string_pattern_mismatch":
+        allowed = str(ctx.get("pattern", "")).strip("^$*+").strip("[]")
+        return f"may only use the characters {allowed}"
+    if kind in _PLAIN:
+        return _PLAIN[kind].format(**ctx)
+    return err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
 
 def _describe(err: dict[str, Any]) -> tuple[str, str]:
-    """(dotted key, message) for one pydantic error."""
-    loc = tuple(p for p in err["loc"] if not isinstance(p, int))
-    key = ".".join(str(p) for p in loc)
-    kind = err["type"]
+    """(dotted key, plain message) for one pydantic error; pydantic's wording never shows."""
+    loc = tuple(str(p) for p in err["loc"] if not isinstance(p, int))
     error = (err.get("ctx") or {}).get("error")
     if getattr(error, "key", None):
         return error.key, str(error)
-    if kind == "extra_forbidden":
-        known = _field_names(loc[:-1])
-        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
-        hint = f"; did you mean '{'.'.join([*map(str, loc[:-1]), close[0]])}'?" if close else ""
-        return key, f"unknown key{hint} (known: {', '.join(known)})" if not close else f"unknown key{hint}"
-    msg = err["msg"]
-    msg = msg.removeprefix("Value error, ")
-    ctx = err.get("ctx") or {}
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<",
-              "less_than_equal": "<="}[kind]
-        bound = next(iter(v for k, v in ctx.items() if k in ("gt", "ge", "lt", "le")))
-        msg = f"must be {op} {bound}"
-    elif kind == "literal_error":
-        msg = f"must be one of {ctx.get('expected', '')}"
-    elif kind == "missing":
-        msg = "is required"
-    if "input" in err and kind not in ("missing", "model_type") and not isinstance(
-        err["input"], dict
-    ):
-        msg = f"{msg} (got {err['input']!r})"
-    return key, msg
+    kind = err["type"]
+    msg = _plain_message(kind, loc, err)
+    shown = err.get("input")
+    hidden = kind in ("missing", "extra_forbidden") or isinstance(shown, dict) or (
+        kind in _SECTION and isinstance(shown, list))
+    if not hidden and "input" in err:
+        msg = f"{msg} (got {_shown(err['input'])})"
+    return ".".join(loc), msg
+
+
+def _on_command_line(err: dict[str, Any], key: str, msg: str, cli_keys: set[str]) -> tuple[str, str]:
+    """A conflict between keys is shown at the one set on the command line, if any."""
+    alternatives = getattr((err.get("ctx") or {}).get("error"), "alternatives", {})
+    if key in cli_keys:
+        return key, msg
+    return next(((k, m) for k, m in alternatives.items() if k in cli_keys), (key, msg))
 
 
 def _profile_error(exc: ValidationError, path: str, text: str, cli_keys: set[str]) -> ProfileError:
     """The first problem, carrying the others (one per key) in ``also``."""
     found: dict[str, ProfileError] = {}
     for err in exc.errors():
-        key, msg = _describe(err)
+        key, msg = _on_command_line(err, *_describe(err), cli_keys)
         if key in found:
             continue
         if any(k == key or k.startswith(f"{key}.") for k in cli_keys):
@@ -181,12 +245,40 @@ def load_profile(path: str | Path, overrides: Sequence[str] = ()) -> Profile:
     return validate_text(text, str(path), overrides)
 
 
+def path_keys(model: type[BaseModel] = Profile, prefix: str = "") -> list[str]:
+    """The dotted keys that name a file or folder (marked ``PATH`` in the schema)."""
+    keys = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            keys += path_keys(ann, f"{prefix}{name}.")
+        elif isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("path"):
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def frozen(profile: Profile, cwd: str | os.PathLike[str] | None = None) -> Profile:
+    """``profile`` with every path key absolute, read against ``cwd`` (default: the current
+    directory), so a run reproduces from any directory. Relative paths in a profile file and
+    in overrides alike mean "from where the command runs", as in most command-line tools;
+    ``~`` is expanded and empty values (unset) stay empty."""
+    base = Path(cwd) if cwd is not None else Path.cwd()
+    data = profile.model_dump()
+    for key in path_keys():
+        section, leaf = key.split(".")
+        value = data[section][leaf]
+        if value:
+            data[section][leaf] = os.path.normpath(base / Path(value).expanduser())
+    return Profile.model_validate(data)
+
+
 def resolved_toml(profile: Profile) -> str:
-    """The complete profile as TOML, every default written out, each key commented
-    with its help text, so a run can be reproduced from this file alone."""
+    """The frozen profile (:func:`frozen`) as TOML, every default written out, each key
+    commented with its help text, so a run can be reproduced from this file alone, from
+    any directory."""
     doc = tomlkit.document()
     doc.add(tomlkit.comment("sslterm profile, fully resolved"))
-    data = profile.model_dump(mode="json")
+    data = frozen(profile).model_dump(mode="json")
     for name, value in data.items():
         if isinstance(value, dict):
             table = tomlkit.table()

@@ -24,28 +24,45 @@ DatasetName = Literal[
 ]
 
 
-class FieldProblem(ValueError):
-    """A validator error that knows which dotted key it is about (for file:line: key)."""
+# Marks a file or folder key: relative values are read from the directory the command runs
+# in, and the frozen profile of a run holds them absolute (see ``load.frozen``).
+PATH = {"path": True}
 
-    def __init__(self, key: str, message: str) -> None:
+
+class FieldProblem(ValueError):
+    """A validator error that knows which dotted key it is about (for file:line: key).
+
+    A conflict between keys names the others in ``alternatives`` (key -> message about
+    that key), so it is shown at the one the user just set on the command line.
+    """
+
+    def __init__(self, key: str, message: str, alternatives: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.key = key
+        self.alternatives = alternatives or {}
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """A profile table: unknown keys, ``inf`` and ``nan`` are errors, not silent values."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(Section):
     dataset: DatasetName = Field("cifar10", description="Dataset to train on.")
-    root: str = Field("./data", description="Folder that holds (or receives) the dataset files.")
+    root: str = Field(
+        "./data",
+        description="Folder that holds (or receives) the dataset files.",
+        json_schema_extra=PATH,
+    )
     download: bool = Field(
         True, description="Let torchvision download CIFAR/SVHN into data.root if missing."
     )
     class_list: str = Field(
         "",
         description="ImageNet subsets: a local '<wnid> <name>' class-list file instead of the "
-        "SCAN list fetched into data.root.",
+        "SCAN list packaged with sslterm.",
+        json_schema_extra=PATH,
     )
     image_size: int = Field(
         0, ge=0, le=1024, description="Training image size in pixels; 0 = the dataset's own."
@@ -134,7 +151,12 @@ class TrainConfig(Section):
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="Momentum (LARS, SGD).")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
     lars_trust_coefficient: float = Field(1e-3, gt=0.0, description="LARS trust coefficient.")
-    warmup_epochs: float = Field(10.0, ge=0.0, description="Linear warmup epochs, then cosine.")
+    warmup_epochs: float = Field(
+        10.0,
+        ge=0.0,
+        description="Linear warmup epochs, then cosine; at most train.epochs (the default "
+        "shrinks to it, a longer value is an error).",
+    )
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Final lr / peak lr.")
     precision: Literal["bf16", "fp16", "no"] = Field("bf16", description="Mixed precision.")
     channels_last: bool = Field(True, description="channels_last memory format.")
@@ -152,6 +174,22 @@ class TrainConfig(Section):
         True, description="Train a linear probe on detached features alongside SSL."
     )
 
+    @model_validator(mode="after")
+    def _warmup(self) -> TrainConfig:
+        """A warmup longer than training never reaches the peak lr: refused when written,
+        while the unwritten default shrinks to ``epochs`` (a short test run stays valid)."""
+        if self.warmup_epochs <= self.epochs:
+            return self
+        if "warmup_epochs" not in self.model_fields_set:
+            self.__dict__["warmup_epochs"] = float(self.epochs)  # no re-validation loop
+            return self
+        raise FieldProblem(
+            "train.warmup_epochs",
+            f"must be <= train.epochs = {self.epochs} (got {self.warmup_epochs:g})",
+            {"train.epochs": f"must be >= train.warmup_epochs = {self.warmup_epochs:g} "
+                             f"(got {self.epochs}); lower train.warmup_epochs too"},
+        )
+
 
 class ProbeConfig(Section):
     enabled: bool = Field(True, description="Linear evaluation during and after training.")
@@ -167,6 +205,12 @@ class ProbeConfig(Section):
     knn: bool = Field(True, description="kNN monitor at every SSL validation.")
     knn_k: int = Field(200, ge=1, description="kNN neighbours.")
     knn_temperature: float = Field(0.1, gt=0.0, description="kNN weighting temperature.")
+    knn_max_train: int = Field(
+        0, ge=0, description="kNN bank: at most this many training images (a fixed random subset); 0 = all."
+    )
+    knn_max_queries: int = Field(
+        0, ge=0, description="kNN queries: at most this many held-out images (a fixed random subset); 0 = all."
+    )
 
 
 class LaunchConfig(Section):
@@ -177,8 +221,12 @@ class LaunchConfig(Section):
     machine_rank: int = Field(0, ge=0, description="This machine's rank (0 = main).")
     main_process_ip: str = Field("", description="Address of machine 0 (multi-machine).")
     main_process_port: int = Field(29500, ge=1, le=65535, description="Rendezvous port.")
-    accelerate_config: str = Field("", description="Optional accelerate config file.")
-    output_dir: str = Field("./runs", description="Folder that holds run directories.")
+    accelerate_config: str = Field(
+        "", description="Optional accelerate config file.", json_schema_extra=PATH
+    )
+    output_dir: str = Field(
+        "./runs", description="Folder that holds run directories.", json_schema_extra=PATH
+    )
 
     @model_validator(mode="after")
     def _machines(self) -> LaunchConfig:
@@ -219,4 +267,9 @@ class Profile(Section):
             )
         if self.data.dataset.startswith("imagenet") and self.data.augment == "gpu":
             raise FieldProblem("data.augment", "'gpu' needs a small-image dataset, not ImageNet")
+        if self.train.compile and self.model.sync_batchnorm:
+            raise FieldProblem(  # SyncBatchNorm's collectives under torch.compile: known PyTorch bugs
+                "train.compile", "cannot be combined with model.sync_batchnorm; turn one off",
+                {"model.sync_batchnorm": "cannot be combined with train.compile; turn one off"},
+            )
         return self

@@ -1,8 +1,20 @@
 """Optimizers and the learning-rate schedule, as small pure pieces.
 
-LARS follows You et al. (2017) as used by SimCLR: per-tensor trust ratio
-``eta * ||w|| / (||g|| + wd * ||w||)``, with biases and normalisation
-parameters (1-D tensors) excluded from both weight decay and adaptation.
+LARS follows SimCLR's own implementation (You et al. 2017 as used in SimCLR's
+``lars_optimizer.py``): weight decay is added to the gradient first, ``u = g + wd * w``,
+and the per-tensor trust ratio is ``eta * ||w|| / ||u||`` (``||g + wd * w||``), so the
+update before momentum and lr is ``eta * ||w|| * u / ||u||``. Biases and normalisation
+parameters (1-D tensors, ``lars_exclude`` groups) get neither weight decay nor adaptation,
+and a tensor with ``||w|| = 0`` or ``||u|| = 0`` gets ratio 1.
+
+At weight decay 0 the ratio is ``eta * ||w|| / ||g||``: the step still adapts per tensor.
+
+lightly's ``lightly.utils.lars.LARS`` (from PyTorch Lightning Bolts) differs in two ways:
+it uses the paper's denominator ``||g|| + wd * ||w||``, never smaller than ``||g + wd * w||``
+(triangle inequality), so its steps are shorter unless ``g`` points the same way as ``w``;
+and it skips adaptation for any parameter whose group has weight decay 0 (plain SGD there),
+where this LARS still adapts. With ``wd > 0`` and ``g`` along ``w`` both take the same step
+(``tests/test_optim.py`` checks the match and both differences).
 """
 
 from __future__ import annotations
