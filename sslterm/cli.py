@@ -5,23 +5,136 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sslterm import __version__
 from sslterm.errors import UserError
 
 if TYPE_CHECKING:
+    from sslterm.profile.schema import ProbeConfig
     from sslterm.runs.store import RunDir
 
+OVERRIDE = re.compile(r"[A-Za-z_][\w.-]*=.*", re.DOTALL)
+SERVE_INSTALL = 'pip install textual-serve (in a clone: pip install -e ".[serve]")'
 
+
+# -- parsing ------------------------------------------------------------------------------
 def _profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("profile", help="profile TOML file")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="dotted overrides, e.g. model.temperature=0.2")
+    p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="dotted overrides, e.g. model.temperature=0.2 (anywhere on the line)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="an override (repeatable)")
+
+
+def _run_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run id, id prefix or run directory")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sslterm",
+        description="Train self-supervised image encoders (SimCLR) and watch them from the "
+        "terminal. Without a command, opens the terminal app.",
+    )
+    parser.add_argument("--version", action="version", version=f"sslterm {__version__}")
+    out_help = "folder of run directories (default: the profile's, else ./runs)"
+    parser.add_argument("--output-dir", "-o", default=None, help=out_help)
+    # the same option after the command; SUPPRESS keeps a value given before it
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--output-dir", "-o", default=argparse.SUPPRESS, help=out_help)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, text: str, parent: Any = sub) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=text, description=text, parents=[common])
+        p.set_defaults(parser=p)
+        return p
+
+    run = command("run", "start a run from a profile and follow its progress")
+    _profile_args(run)
+    run.add_argument("--detach", "-d", action="store_true", help="print the run id and return")
+    run.add_argument("--machine-rank", dest="machine_rank", type=int)
+    run.add_argument("--num-machines", dest="num_machines", type=int)
+    run.add_argument("--main-process-ip", dest="main_process_ip")
+    run.add_argument("--main-process-port", dest="main_process_port", type=int)
+    run.add_argument("--num-processes", dest="num_processes", type=int)
+
+    prof = command("profile", "validate or show a profile")
+    prof_sub = prof.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
+    for name, text in (("validate", "check a profile (schema, data paths, encoder)"),
+                       ("show", "print the fully resolved profile")):
+        _profile_args(command(name, text, prof_sub))
+
+    runs = command("runs", "list runs")
+    runs.add_argument("--json", action="store_true",
+                      help="one JSON object per run, with its final metrics")
+    for name, text in (("stop", "ask a run to stop gracefully (checkpoint, then exit)"),
+                       ("resume", "continue a run from its newest complete checkpoint"),
+                       ("follow", "follow a run's progress"),
+                       ("kill", "kill a run's processes at once")):
+        p = command(name, text)
+        _run_arg(p)
+        if name == "stop":
+            p.add_argument("--wait", action="store_true", help="wait until the run has ended")
+            p.add_argument("--timeout", type=float, metavar="SECONDS",
+                           help="wait at most this long, then kill the run (implies --wait)")
+        if name == "resume":
+            p.add_argument("--detach", "-d", action="store_true")
+            p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    rm = command("rm", "delete a run directory (never one that is running)")
+    _run_arg(rm)
+    rm.add_argument("--yes", "-y", action="store_true", help="do not ask")
+
+    feats = command("features", "export frozen features and encoder weights")
+    _run_arg(feats)
+    feats.add_argument("--checkpoint", help="checkpoint folder name (default: newest)")
+    feats.add_argument("--out", help="output folder (default: RUN/features)")
+
+    probe = command("probe", "linear probe + kNN on saved features")
+    probe.add_argument("features", help="features folder, features.safetensors or a run")
+    probe.add_argument("--profile", help="take probe.* settings from this profile")
+    probe.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                       help="probe override, e.g. probe.epochs=30")
+    probe.add_argument("--seed", type=int,
+                       help="probe seed (default: the run's train.seed, as in training)")
+    probe.add_argument("--device", default="cpu")
+
+    serve = command("serve", "serve the terminal app in a browser")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+
+    slurm = command("slurm", "write (and submit) a Slurm batch script for a profile")
+    _profile_args(slurm)
+    slurm.add_argument("--nodes", type=int, default=None)
+    slurm.add_argument("--gpus-per-node", dest="gpus_per_node", type=int, default=None)
+    slurm.add_argument("--partition", default=None)
+    slurm.add_argument("--time", default="24:00:00")
+    slurm.add_argument("--submit", action="store_true")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Options and KEY=VALUE overrides in any order: argparse stops filling a positional
+    list at the first option, so the overrides it leaves over are collected here."""
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    command = getattr(args, "parser", parser)
+    into = next((name for name in ("overrides", "sets") if hasattr(args, name)), None)
+    unknown = [a for a in extras if not (into and OVERRIDE.fullmatch(a))]
+    if unknown:
+        command.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if into:
+        setattr(args, into, [*getattr(args, into), *extras])
+    return args
+
+
+# -- commands -----------------------------------------------------------------------------
+def _output_dir(args: argparse.Namespace) -> str:
+    return args.output_dir or "./runs"
 
 
 def _launch_overrides(args: argparse.Namespace) -> list[str]:
@@ -36,77 +149,6 @@ def _launch_overrides(args: argparse.Namespace) -> list[str]:
         if value is not None:
             out.append(f"{key}={json.dumps(value) if isinstance(value, str) else value}")
     return out
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="sslterm",
-        description="Train self-supervised image encoders (SimCLR) and watch them from the "
-        "terminal. Without a command, opens the terminal app.",
-    )
-    parser.add_argument("--version", action="version", version=f"sslterm {__version__}")
-    parser.add_argument("--output-dir", "-o", default=None,
-                        help="folder of run directories (default: the profile's, else ./runs)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    run = sub.add_parser("run", help="start a run from a profile and follow its progress")
-    _profile_args(run)
-    run.add_argument("--detach", "-d", action="store_true", help="print the run id and return")
-    run.add_argument("--machine-rank", dest="machine_rank", type=int)
-    run.add_argument("--num-machines", dest="num_machines", type=int)
-    run.add_argument("--main-process-ip", dest="main_process_ip")
-    run.add_argument("--main-process-port", dest="main_process_port", type=int)
-    run.add_argument("--num-processes", dest="num_processes", type=int)
-
-    prof = sub.add_parser("profile", help="validate or show a profile")
-    prof_sub = prof.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
-    for name, text in (("validate", "check a profile (schema, data paths, encoder)"),
-                       ("show", "print the fully resolved profile")):
-        _profile_args(prof_sub.add_parser(name, help=text))
-
-    sub.add_parser("runs", help="list runs")
-    for name, text in (("stop", "ask a run to stop gracefully (checkpoint, then exit)"),
-                       ("resume", "continue a run from its newest complete checkpoint"),
-                       ("follow", "follow a run's progress"),
-                       ("kill", "kill a run's processes at once")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("run", help="run id, id prefix or run directory")
-        if name == "stop":
-            p.add_argument("--wait", action="store_true", help="wait until the run has ended")
-            p.add_argument("--timeout", type=float, metavar="SECONDS",
-                           help="wait at most this long, then kill the run (implies --wait)")
-        if name == "resume":
-            p.add_argument("--detach", "-d", action="store_true")
-            p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-
-    feats = sub.add_parser("features", help="export frozen features and encoder weights")
-    feats.add_argument("run")
-    feats.add_argument("--checkpoint", help="checkpoint folder name (default: newest)")
-    feats.add_argument("--out", help="output folder (default: RUN/features)")
-
-    probe = sub.add_parser("probe", help="linear probe + kNN on saved features")
-    probe.add_argument("features", help="features folder, features.safetensors or a run")
-    probe.add_argument("--profile", help="take probe.* settings from this profile")
-    probe.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                       help="probe override, e.g. probe.epochs=30")
-    probe.add_argument("--device", default="cpu")
-
-    serve = sub.add_parser("serve", help="serve the terminal app in a browser")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-
-    slurm = sub.add_parser("slurm", help="write (and submit) a Slurm batch script for a profile")
-    _profile_args(slurm)
-    slurm.add_argument("--nodes", type=int, default=None)
-    slurm.add_argument("--gpus-per-node", dest="gpus_per_node", type=int, default=None)
-    slurm.add_argument("--partition", default=None)
-    slurm.add_argument("--time", default="24:00:00")
-    slurm.add_argument("--submit", action="store_true")
-    return parser
-
-
-def _output_dir(args: argparse.Namespace) -> str:
-    return args.output_dir or "./runs"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -138,19 +180,52 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_record(run: RunDir) -> dict[str, Any]:
+    """What ``sslterm runs --json`` says about one run: its true state, progress and the
+    final metrics of results.json (null until it has finished)."""
+    from sslterm.runs.scheduler import run_state
+    from sslterm.runs.summary import RunSummary
+
+    summary = RunSummary(run)
+    summary.update()
+    state, error = run_state(run)
+    status = run.read_status()
+    try:
+        final = json.loads(run.results.read_text(encoding="utf-8")).get("final")
+    except (FileNotFoundError, ValueError):
+        final = None
+    return {
+        "id": run.id, "path": str(run.path), "state": state, "error": error,
+        "profile": status.get("profile", ""), "created": status.get("created"),
+        "started": status.get("started"), "ended": status.get("ended"),
+        "epoch": summary.epoch, "epochs": summary.epochs, "step": summary.step,
+        "final": final,
+    }
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
     from sslterm.runs.store import iter_runs
 
-    table = Table("run", "state", "profile", "created", "error", box=None)
-    for run in iter_runs(_output_dir(args)):
-        status = run.read_status()
-        state, error = run.state()
-        table.add_row(run.id, state, status.get("profile", ""), status.get("created", ""),
-                      error[:80])
-    Console().print(table)
+    records = [run_record(run) for run in iter_runs(_output_dir(args))]
+    if args.json:
+        for record in records:
+            print(json.dumps(record))
+        return 0
+    id_width = max((len(r["id"]) for r in records), default=3)
+    table = Table(box=None)
+    table.add_column("run", no_wrap=True, min_width=id_width)
+    for name in ("state", "epoch", "profile", "created"):
+        table.add_column(name, no_wrap=name != "profile")
+    table.add_column("error", overflow="ellipsis")
+    for r in records:
+        epoch = "" if r["epoch"] is None else f"{r['epoch']}/{r['epochs'] or '?'}"
+        table.add_row(r["id"], r["state"], epoch, r["profile"], r["created"] or "",
+                      r["error"][:80])
+    # piped: one line per run, however long (a terminal's width applies only to a terminal)
+    Console(width=None if sys.stdout.isatty() else 10_000).print(table)
     return 0
 
 
@@ -159,17 +234,18 @@ def _wait_stopped(run: RunDir, timeout: float | None) -> int:
     import time
 
     from sslterm.runs import launcher
+    from sslterm.runs.scheduler import run_state
     from sslterm.runs.store import ACTIVE
 
     deadline = None if timeout is None else time.monotonic() + timeout
-    while run.state()[0] in ACTIVE:
+    while run_state(run)[0] in ACTIVE:
         if deadline is not None and time.monotonic() > deadline:
             with contextlib.suppress(UserError):  # it ended just now
                 launcher.kill_run(run)
             print(f"{run.id}: did not stop within {timeout:g} s: killed", file=sys.stderr)
             return 1
         time.sleep(0.5)
-    print(f"{run.id}: {run.state()[0]}")
+    print(f"{run.id}: {run_state(run)[0]}")
     return 0
 
 
@@ -190,15 +266,133 @@ def cmd_control(args: argparse.Namespace) -> int:
         launcher.kill_run(run)
         print(f"killed: {run.id}")
         return 0
-    if args.command == "resume":
-        launcher.resume_run(run, args.sets)
-        if args.detach:
-            print(run.id)
-            return 0
     from sslterm.runs.follow import follow
 
+    if args.command == "follow":
+        return follow(run)
+    from sslterm.runs.events import complete_length
+
+    seen = complete_length(run.events)  # history: show only what this resume appends
+    launcher.resume_run(run, args.sets)
+    if args.detach:
+        print(run.id)
+        return 0
     launcher.wait_started(run)
-    return follow(run)
+    return follow(run, offset=seen)
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    from sslterm.runs import launcher
+    from sslterm.runs.store import find_run
+
+    run = find_run(args.run, _output_dir(args))
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UserError(f"rm {run.id}: add --yes to delete without a question")
+        answer = input(f"Delete {run.id} and everything in {run.path}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    launcher.delete_run(run)
+    print(f"deleted: {run.id}")
+    return 0
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from sslterm.eval.commands import export_run_features, pick_checkpoint
+    from sslterm.runs.store import find_run
+
+    run = find_run(args.run, _output_dir(args))
+    checkpoint = pick_checkpoint(run, args.checkpoint)
+    out = Path(args.out) if args.out else run.features
+    path = export_run_features(run, checkpoint, out)
+    meta = json.loads((path / "meta.json").read_text())
+    print(f"wrote {path}: {meta['splits']} features of dim {meta['feature_dim']} "
+          f"from {meta['checkpoint']}")
+    return 0
+
+
+def _features_path(ref: str, output_dir: str) -> tuple[Path, RunDir | None]:
+    """The features to probe and the run they came from (None: made elsewhere)."""
+    from sslterm.runs.store import RunDir, find_run
+
+    path = Path(ref)
+    if path.is_file() or (path / "features.safetensors").is_file():
+        folder = path if path.is_dir() else path.parent
+        owner = RunDir(folder.parent)
+        return path, owner if owner.status_file.is_file() else None
+    try:
+        run = find_run(ref, output_dir)
+    except UserError:
+        raise UserError(f"{ref}: neither a features export nor a run") from None
+    if not (run.features / "features.safetensors").is_file():
+        raise UserError(f"run {run.id} has no exported features; run: sslterm features {run.id}")
+    return run.features, run
+
+
+def probe_settings(args: argparse.Namespace, run: RunDir | None) -> tuple[ProbeConfig, int]:
+    """probe.* and the seed, by default the run's own, so the probe repeats the run's final
+    linear eval exactly; ``--profile``, ``--set`` and ``--seed`` change them."""
+    from sslterm.profile.load import load_profile, validate_text
+
+    overrides = list(args.sets)
+    for item in overrides:
+        if not item.startswith("probe."):
+            raise UserError(f"--set {item}: only probe.* keys apply to saved features")
+    if args.profile:
+        profile = load_profile(args.profile, overrides)
+    elif run is not None:
+        profile = load_profile(run.profile, overrides)
+    else:
+        profile = validate_text("", "<defaults>", overrides)
+    run_seed = load_profile(run.profile).train.seed if run is not None else profile.train.seed
+    return profile.probe, run_seed if args.seed is None else args.seed
+
+
+def _fmt(metrics: dict[str, Any] | None) -> str:
+    if not metrics:
+        return "-"
+    return f"{metrics['top1']:.2f} / {metrics['top5']:.2f}"
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from sslterm.eval.offline import probe_features
+    from sslterm.runs.store import atomic_write_text
+
+    path, run = _features_path(args.features, _output_dir(args))
+    cfg, seed = probe_settings(args, run)
+    results = probe_features(path, cfg, seed=seed, device=args.device)
+    folder = path if path.is_dir() else path.parent
+    atomic_write_text(folder / "probe-results.json", json.dumps(results, indent=2) + "\n")
+    lin, knn = results["linear"], results.get("knn") or {}
+    print(f"linear probe ({lin['epochs']} epochs, batch {lin['batch_size']}, seed {seed}), "
+          "top-1 / top-5 %:")
+    for split in ("train", "val", "test"):
+        if split in lin:
+            print(f"  {split:<5} {_fmt(lin[split])}")
+    if knn:
+        print(f"kNN (k={knn['k']}, T={knn['temperature']}), top-1 / top-5 %:")
+        for split in ("val", "test"):
+            if split in knn:
+                print(f"  {split:<5} {_fmt(knn[split])}")
+    print(f"wrote {folder / 'probe-results.json'}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import textual_serve  # noqa: F401 - only to say how to install it
+    except ImportError:
+        raise UserError(f"serve needs textual-serve, which is not installed: {SERVE_INSTALL}") from None
+    from sslterm.tui.serve import serve
+
+    return serve(host=args.host, port=args.port, output_dir=_output_dir(args)) or 0
+
+
+def cmd_slurm(args: argparse.Namespace) -> int:
+    from sslterm.runs.slurm import cmd_slurm as write_job
+
+    return write_job(args)
 
 
 def cmd_app(args: argparse.Namespace) -> int:
@@ -207,32 +401,18 @@ def cmd_app(args: argparse.Namespace) -> int:
     return run_app(output_dir=_output_dir(args))
 
 
+HANDLERS = {
+    None: cmd_app, "run": cmd_run, "profile": cmd_profile, "runs": cmd_runs,
+    "stop": cmd_control, "kill": cmd_control, "resume": cmd_control, "follow": cmd_control,
+    "rm": cmd_rm, "features": cmd_features, "probe": cmd_probe, "serve": cmd_serve,
+    "slurm": cmd_slurm,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    handlers = {
-        None: cmd_app, "run": cmd_run, "profile": cmd_profile, "runs": cmd_runs,
-        "stop": cmd_control, "kill": cmd_control, "resume": cmd_control, "follow": cmd_control,
-    }
+    args = parse_args(argv)
     try:
-        if args.command in handlers:
-            return handlers[args.command](args)
-        if args.command == "features":
-            from sslterm.eval.commands import cmd_features
-
-            return cmd_features(args)
-        if args.command == "probe":
-            from sslterm.eval.commands import cmd_probe
-
-            return cmd_probe(args)
-        if args.command == "serve":
-            from sslterm.tui.serve import serve
-
-            return serve(host=args.host, port=args.port, output_dir=_output_dir(args)) or 0
-        if args.command == "slurm":
-            from sslterm.runs.slurm import cmd_slurm
-
-            return cmd_slurm(args)
-        return 2
+        return HANDLERS[args.command](args)
     except UserError as exc:
         print(f"sslterm: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -21,6 +21,7 @@ import pytest
 from runhelpers import SMOKE, events, wait_for
 
 from sslterm.runs.checkpoints import TMP_PREFIX, newest_checkpoint
+from sslterm.runs.events import current
 from sslterm.runs.store import RunDir
 
 ENDED = ("finished", "failed", "stopped")
@@ -160,7 +161,7 @@ def assert_whole_log(run: Path, epochs: int, steps_per_epoch: int) -> list[dict[
     """Every line parses, every epoch once, steps 1..N without gaps or repeats."""
     raw = (run / "events.jsonl").read_bytes()
     assert raw.endswith(b"\n"), raw[-200:]
-    evs = [json.loads(line) for line in raw.splitlines()]
+    evs = current([json.loads(line) for line in raw.splitlines()])
     got_epochs = [e["epoch"] for e in evs if e["kind"] == "epoch"]
     assert got_epochs == list(range(epochs)), got_epochs
     got_steps = [e["step"] for e in evs if e["kind"] == "step"]

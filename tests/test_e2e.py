@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from runhelpers import SMOKE, events, only_run, sslterm, state, wait_for
@@ -55,9 +56,17 @@ def test_stop_then_resume_continues_the_event_log(tmp_path):
     assert state(run) == "stopped"
     evs = events(run)
     assert evs[-1]["kind"] == "run_stopped"
-    stopped_at = evs[-1]["step"]
-    sslterm("-o", str(runs_dir), "resume", run_id, cwd=tmp_path, check=True)
+    stopped_at, stopped_epoch = evs[-1]["step"], evs[-1]["epoch"]
+    before = (run / "events.jsonl").read_bytes()
+    resumed = sslterm("-o", str(runs_dir), "resume", run_id, cwd=tmp_path, check=True)
     assert state(run) == "finished"
+    assert (run / "events.jsonl").read_bytes().startswith(before)  # appended, never rewritten
+    # the foreground resume shows the new epochs once, not the history before the stop
+    shown = [int(m) for m in re.findall(r"^epoch +(\d+) ", resumed.stdout, re.M)]
+    assert "(resumed)" in resumed.stdout and shown == list(range(stopped_epoch, 6)), resumed.stdout
+    # follow reads past the earlier launch's run_stopped to the run's real end
+    followed = sslterm("-o", str(runs_dir), "follow", run_id, cwd=tmp_path, check=True)
+    assert re.search(r"^epoch +5 ", followed.stdout, re.M) and "finished" in followed.stdout
     evs = events(run)
     epochs = [e["epoch"] for e in evs if e["kind"] == "epoch"]
     assert epochs == list(range(6)), epochs
@@ -99,6 +108,24 @@ def test_features_export_loads_into_timm_and_probe_reads_it(smoke):
     assert "linear probe (5 epochs" in out.stdout and "kNN" in out.stdout
     results = json.loads((run / "features" / "probe-results.json").read_text())
     assert 0 <= results["linear"]["test"]["top1"] <= 100
+
+
+def test_probe_of_exported_features_repeats_the_runs_final_linear_eval(smoke):
+    """Same seed and probe settings as the run by default, so the same numbers."""
+    tmp_path, run, _ = smoke
+    sslterm("-o", str(tmp_path / "runs"), "features", run.name, cwd=tmp_path, check=True)
+    meta = json.loads((run / "features" / "meta.json").read_text())
+    assert meta["classes"] == ["0", "1", "2", "3"] and meta["seed"] == 42
+    feats = load_file(run / "features" / "features.safetensors")
+    for split in ("train", "val", "test"):
+        assert len(meta["order"][split]["indices"]) == len(feats[f"{split}_labels"])
+    assert sorted(meta["order"]["train"]["indices"] + meta["order"]["val"]["indices"]) == list(
+        range(256))
+    sslterm("-o", str(tmp_path / "runs"), "probe", run.name, cwd=tmp_path, check=True)
+    offline = json.loads((run / "features" / "probe-results.json").read_text())["linear"]
+    final = json.loads((run / "results.json").read_text())["final"]["linear_eval"]
+    assert {f"{split}_{m}": offline[split][m] for split in ("train", "val", "test")
+            for m in ("top1", "top5")} == {k: v for k, v in final.items() if k.endswith(("1", "5"))}
 
 
 def test_cpu_dataloader_path(tmp_path):

@@ -4,11 +4,13 @@ import subprocess
 import sys
 
 from sslterm.runs.events import (
+    SCHEMA_VERSION,
     EventReader,
     EventWriter,
+    append_resumed,
+    current,
     read_events,
     repair_tail,
-    truncate_after_checkpoint,
 )
 from sslterm.runs.store import RunDir, hold_lock, new_run_dir
 
@@ -29,7 +31,7 @@ def test_reader_is_incremental_and_skips_torn_tail(tmp_path):
     events = reader.read_new()
     assert reader.offset > offset
     assert [(e["step"], e["loss"]) for e in events] == [(2, None)]
-    assert all(e["v"] == 1 and "t" in e for e in read_events(tmp_path))
+    assert all(e["v"] == SCHEMA_VERSION and "t" in e for e in read_events(tmp_path))
 
 
 def test_repair_tail_cuts_only_the_partial_line(tmp_path):
@@ -40,30 +42,58 @@ def test_repair_tail_cuts_only_the_partial_line(tmp_path):
     assert repair_tail(path) == 0
 
 
-def test_reader_restarts_when_file_is_replaced(tmp_path):
-    w = EventWriter(tmp_path)
-    for s in range(5):
+def _killed_after_checkpoint(run_dir):
+    """A log as a trainer killed one step after its step-4 checkpoint leaves it."""
+    w = EventWriter(run_dir)
+    w.emit("run_started", epochs=3, resumed=False)
+    for s in range(1, 5):
         w.emit("step", epoch=0, step=s)
     w.emit("checkpoint", epoch=1, step=4, path="checkpoints/step-000000004")
     w.emit("step", epoch=1, step=5)
     w.emit("log", level="info", message="kept")
     w.close()
+
+
+def test_a_resume_appends_and_a_reader_never_starts_over(tmp_path):
+    _killed_after_checkpoint(tmp_path)
     reader = EventReader(tmp_path / "events.jsonl")
     assert len(reader.read_new()) == 8
-    assert truncate_after_checkpoint(tmp_path, "step-000000004") == 1
-    events = reader.read_new()
-    assert reader.restarts == 1
-    assert [e["kind"] for e in events] == ["step"] * 5 + ["checkpoint", "log"]
+    before = (tmp_path / "events.jsonl").read_bytes()
+    resumed = append_resumed(tmp_path, 1, 4, "checkpoints/step-000000004")
+    assert (tmp_path / "events.jsonl").read_bytes().startswith(before)  # nothing rewritten
+    assert reader.read_new() == [resumed] and reader.restarts == 0
+    assert resumed["kind"] == "run_resumed" and resumed["step"] == 4
 
 
-def test_truncate_without_checkpoint_drops_all_progress(tmp_path):
+def test_run_resumed_supersedes_the_progress_past_its_step(tmp_path):
+    _killed_after_checkpoint(tmp_path)
+    append_resumed(tmp_path, 1, 4, "checkpoints/step-000000004")
+    w = EventWriter(tmp_path)
+    w.emit("run_started", epochs=3, resumed=True)
+    w.emit("step", epoch=1, step=5)
+    w.close()
+    assert [(e["kind"], e.get("step")) for e in read_events(tmp_path)] == [
+        ("run_started", None), ("step", 1), ("step", 2), ("step", 3), ("step", 4),
+        ("checkpoint", 4), ("log", None), ("run_resumed", 4), ("run_started", None), ("step", 5)]
+
+
+def test_a_resume_without_checkpoint_supersedes_all_progress(tmp_path):
     w = EventWriter(tmp_path)
     w.emit("run_started", epochs=3)
     w.emit("step", epoch=0, step=1)
     w.emit("run_failed", error="boom")
     w.close()
-    truncate_after_checkpoint(tmp_path, None)
-    assert [e["kind"] for e in read_events(tmp_path)] == ["run_started", "run_failed"]
+    append_resumed(tmp_path, 0, 0, None)
+    assert [e["kind"] for e in read_events(tmp_path)] == ["run_started", "run_failed", "run_resumed"]
+    assert append_resumed(tmp_path / "fresh", 0, 0, None) is None  # a first launch: no record
+
+
+def test_current_applies_every_resume_in_turn():
+    log = [{"kind": "step", "step": s} for s in (1, 2, 3)]
+    log += [{"kind": "run_resumed", "step": 1}, {"kind": "step", "step": 2},
+            {"kind": "run_resumed", "step": 2}, {"kind": "step", "step": 3}]
+    assert [(e["kind"], e["step"]) for e in current(log)] == [
+        ("step", 1), ("run_resumed", 1), ("step", 2), ("run_resumed", 2), ("step", 3)]
 
 
 def test_run_dirs_in_the_same_second_are_distinct(tmp_path):

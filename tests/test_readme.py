@@ -20,3 +20,13 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci/run").read_text()
     assert "python -m pytest -q -n 2 --dist loadfile" in readme and "python -m pytest -q -n 2 --dist loadfile" in ci
     assert 'pip install -q -e ".[test]"' in ci and 'pip install -e ".[test]"' in readme
+
+
+def test_every_command_is_in_the_commands_table():
+    from sslterm.cli import build_parser
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Commands"):readme.index("## The terminal app")]
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in sub.choices:
+        assert f"`sslterm {name}" in table or f"`{name} RUN" in table, name

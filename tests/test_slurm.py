@@ -226,7 +226,7 @@ def test_writes_script_and_queued_run(slurm_cli, capsys: pytest.CaptureFixture) 
     assert "--num_processes 8 " in script and "#SBATCH --nodes=2" in script
     assert f"cd -- {shlex.quote(str(Path.cwd()))}" in script
     out = capsys.readouterr().out
-    assert str(run_dir / SCRIPT_NAME) in out and "submit with: sbatch " in out
+    assert str(run_dir / SCRIPT_NAME) in out and f"submit with: sslterm resume {run_dir.name}" in out
 
 
 def test_defaults_come_from_the_profile(slurm_cli) -> None:
@@ -341,20 +341,29 @@ def test_login_node_state_follows_squeue(slurm: FakeSlurm) -> None:
     pending = slurm.run("77")
     running = slurm.run("78", state="running", host="node-a", pid=1, pgid=1)
     slurm.jobs = {"77": "PENDING", "78": "RUNNING"}
-    assert pending.state() == ("queued", "") and running.state() == ("running", "")
+    state = scheduler.run_state
+    assert state(pending) == ("queued", "") and state(running) == ("running", "")
     slurm.jobs = {}  # both gone without a final status: scancel'ed, node failure
-    assert pending.state()[0] == running.state()[0] == "failed"
-    assert running.state()[1] == ("Slurm job 78 ended without a final status "
-                                  "(cancelled, or its node failed)")
+    assert state(pending)[0] == state(running)[0] == "failed"
+    assert state(running)[1] == ("Slurm job 78 ended without a final status "
+                                 "(cancelled, or its node failed)")
     running.update_status(state="finished")
-    assert running.state() == ("finished", "")  # a final status is believed as it is
+    assert state(running) == ("finished", "")  # a final status is believed as it is
     assert len(slurm.calls("squeue")) == 5  # not one for the finished run
+
+
+def test_the_run_directory_never_asks_slurm(slurm: FakeSlurm) -> None:
+    """The run-directory contract knows nothing of Slurm: only the resolver asks squeue."""
+    pending = slurm.run("77")
+    slurm.jobs = {}
+    assert pending.state() == ("queued", "")
+    assert slurm.calls("squeue") == []
 
 
 def test_without_squeue_the_recorded_state_stands(slurm, tmp_path, monkeypatch) -> None:
     run = slurm.run("77")
     monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
-    assert run.state() == ("queued", "")
+    assert scheduler.run_state(run) == ("queued", "")
 
 
 def test_kill_and_stop_from_a_login_node_go_through_scancel(slurm: FakeSlurm) -> None:
@@ -366,7 +375,7 @@ def test_kill_and_stop_from_a_login_node_go_through_scancel(slurm: FakeSlurm) ->
     assert running.read_status()["state"] == "failed"
     launcher.request_stop(pending)
     assert slurm.calls("scancel")[-1] == ["77"]
-    assert pending.state() == ("stopped", "Slurm job 77 cancelled before it started")
+    assert scheduler.run_state(pending) == ("stopped", "Slurm job 77 cancelled before it started")
 
 
 def test_a_run_on_another_host_is_never_signalled_from_here(tmp_path: Path) -> None:
@@ -385,7 +394,7 @@ def test_a_run_on_another_host_is_never_signalled_from_here(tmp_path: Path) -> N
 def test_resume_submits_the_batch_script_again(slurm: FakeSlurm) -> None:
     run = slurm.run("78", state="stopped", host="node-a", pid=1, pgid=1)
     with pytest.raises(UserError, match="resume it without overrides"):
-        launcher.resume_run(run, ["train.epochs=9"])
+        launcher.resume_run(run, ["train.epochs=90"])
     assert launcher.resume_run(run) is run
     assert slurm.calls("sbatch") == [[str(run.path / SCRIPT_NAME)]]
     status = run.read_status()
@@ -393,3 +402,26 @@ def test_resume_submits_the_batch_script_again(slurm: FakeSlurm) -> None:
     slurm.jobs = {"99": "PENDING"}
     with pytest.raises(UserError, match=r"already queued \(Slurm job 99\)"):
         launcher.resume_run(run)
+
+
+# -- a script written but never submitted -------------------------------------------------
+@pytest.mark.parametrize("command", ["stop", "kill"])
+def test_an_unsubmitted_run_can_be_stopped_killed_and_removed(
+    command: str, slurm_cli, capsys: pytest.CaptureFixture
+) -> None:
+    assert slurm_cli() == 0  # no --submit: nothing will ever start this run
+    run = RunDir(only_run(slurm_cli.out))
+    capsys.readouterr()
+    assert cli.main(["-o", str(slurm_cli.out), command, run.id]) == 0
+    state, error = scheduler.run_state(run)
+    assert state == ("stopped" if command == "stop" else "failed"), (state, error)
+    assert cli.main(["-o", str(slurm_cli.out), "rm", run.id, "--yes"]) == 0
+    assert not run.path.exists()
+
+
+def test_a_pending_job_is_not_removed(slurm: FakeSlurm, capsys: pytest.CaptureFixture) -> None:
+    run = slurm.run("77")
+    slurm.jobs = {"77": "PENDING"}
+    assert cli.main(["-o", str(slurm.out), "rm", run.id, "--yes"]) == 2
+    assert "waits in Slurm as job 77" in capsys.readouterr().err
+    assert run.path.is_dir()

@@ -1,20 +1,26 @@
-"""``sslterm features`` and ``sslterm probe``: evaluation outside the training loop."""
+"""The torch work behind ``sslterm features``: a run's checkpoint to a features export.
+
+The command itself lives in :mod:`sslterm.cli`, which imports this module only when
+it runs, so the light commands never load torch."""
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file
 
 from sslterm.errors import UserError
 from sslterm.profile.load import load_profile
-from sslterm.profile.schema import ProbeConfig, Profile
+from sslterm.profile.schema import Profile
 from sslterm.runs import checkpoints as ckpt
-from sslterm.runs.store import RunDir, atomic_write_text, find_run
+from sslterm.runs.store import RunDir
+
+if TYPE_CHECKING:
+    from sslterm.data.registry import Splits
+
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def encoder_state(checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -46,8 +52,31 @@ def pick_checkpoint(run: RunDir, name: str | None) -> Path:
                     f"(have: {', '.join(p.name for p, _ in found)})")
 
 
+def split_order(splits: Splits) -> dict[str, Any]:
+    """Which image each feature row is: per split, the official split it comes from and
+    the row indices into it (``files`` lists an image folder's files in that order)."""
+    order: dict[str, Any] = {
+        "train": {"official": "train", "indices": splits.train_indices.tolist()},
+        "val": {"official": "train", "indices": splits.val_indices.tolist()},
+        "test": {"official": "test", "indices": list(range(len(splits.test)))},
+    }
+    for split in ("train", "test"):
+        samples = getattr(getattr(splits, split), "dataset", getattr(splits, split))
+        if hasattr(samples, "samples"):
+            order[f"{split}_files"] = [str(path) for path, _ in samples.samples]
+    return order
+
+
+def class_names(splits: Splits) -> list[str]:
+    """The label names in label order: the dataset's own, else the label numbers."""
+    names = getattr(splits.test, "classes", None)
+    return [str(c) for c in names] if names else [str(i) for i in range(splits.info.num_classes)]
+
+
 def export_run_features(run: RunDir, checkpoint: Path, out: Path, device: str = "cpu") -> Path:
-    """Features of the frozen encoder on un-augmented train/val/test images, plus weights."""
+    """Features of the frozen encoder on un-augmented train/val/test images, plus weights,
+    extracted as the run's in-training evaluation does (memory format, autocast), so a
+    probe on them repeats the run's own linear eval."""
     from sslterm.data.evalset import eval_batches
     from sslterm.data.registry import build_splits
     from sslterm.eval.export import save_features
@@ -64,7 +93,9 @@ def export_run_features(run: RunDir, checkpoint: Path, out: Path, device: str = 
     encoder.load_state_dict(state)
     dev = torch.device(device)
     encoder.to(dev)
-    use_tensors = info.small and profile.data.cache
+    # the images reach the encoder as in the run's own evaluation (Trainer.batched)
+    use_tensors = profile.data.augment == "gpu" or (
+        profile.data.augment == "auto" and info.small and profile.data.cache)
     exported = {}
     for split in ("train", "val", "test"):
         n = len(getattr(splits, split))
@@ -73,77 +104,15 @@ def export_run_features(run: RunDir, checkpoint: Path, out: Path, device: str = 
         batches = eval_batches(splits, split, torch.arange(n), size=size,
                                batch_size=profile.train.predict_batch_size, device=dev,
                                use_tensors=use_tensors, num_workers=profile.data.num_workers)
-        exported[split] = extract_features(encoder, batches, dev)
+        exported[split] = extract_features(
+            encoder, batches, dev, channels_last=profile.train.channels_last,
+            autocast_dtype=AUTOCAST.get(profile.train.precision),
+        )
     meta = {
         "dataset": profile.data.dataset, "num_classes": info.num_classes,
         "encoder": profile.model.encoder, "small_stem": small_stem, "image_size": size,
         "mean": list(info.mean), "std": list(info.std),
         "checkpoint": f"checkpoints/{checkpoint.name}", "run": run.id,
+        "seed": profile.train.seed, "classes": class_names(splits), "order": split_order(splits),
     }
     return save_features(out, exported, meta, state)
-
-
-def cmd_features(args: argparse.Namespace) -> int:
-    run = find_run(args.run, args.output_dir or "./runs")
-    checkpoint = pick_checkpoint(run, args.checkpoint)
-    out = Path(args.out) if args.out else run.features
-    path = export_run_features(run, checkpoint, out)
-    meta = json.loads((path / "meta.json").read_text())
-    print(f"wrote {path}: {meta['splits']} features of dim {meta['feature_dim']} "
-          f"from {meta['checkpoint']}")
-    return 0
-
-
-def _features_path(ref: str, output_dir: str) -> tuple[Path, RunDir | None]:
-    path = Path(ref)
-    if path.is_file() or (path / "features.safetensors").is_file():
-        return path, None
-    try:
-        run = find_run(ref, output_dir)
-    except UserError:
-        raise UserError(f"{ref}: neither a features export nor a run") from None
-    if not (run.features / "features.safetensors").is_file():
-        raise UserError(f"run {run.id} has no exported features; run: sslterm features {run.id}")
-    return run.features, run
-
-
-def probe_config(args: argparse.Namespace, run: RunDir | None) -> ProbeConfig:
-    overrides = list(args.sets)
-    for item in overrides:
-        if not item.startswith("probe."):
-            raise UserError(f"--set {item}: only probe.* keys apply to saved features")
-    if args.profile:
-        return load_profile(args.profile, overrides).probe
-    if run is not None:
-        return load_profile(run.profile, overrides).probe
-    from sslterm.profile.load import validate_text
-
-    return validate_text("", "<defaults>", overrides).probe
-
-
-def _fmt(metrics: dict[str, Any] | None) -> str:
-    if not metrics:
-        return "-"
-    return f"{metrics['top1']:.2f} / {metrics['top5']:.2f}"
-
-
-def cmd_probe(args: argparse.Namespace) -> int:
-    from sslterm.eval.offline import probe_features
-
-    path, run = _features_path(args.features, args.output_dir or "./runs")
-    cfg = probe_config(args, run)
-    results = probe_features(path, cfg, device=args.device)
-    folder = path if path.is_dir() else path.parent
-    atomic_write_text(folder / "probe-results.json", json.dumps(results, indent=2) + "\n")
-    lin, knn = results["linear"], results.get("knn") or {}
-    print(f"linear probe ({lin['epochs']} epochs, batch {lin['batch_size']}), top-1 / top-5 %:")
-    for split in ("train", "val", "test"):
-        if split in lin:
-            print(f"  {split:<5} {_fmt(lin[split])}")
-    if knn:
-        print(f"kNN (k={knn['k']}, T={knn['temperature']}), top-1 / top-5 %:")
-        for split in ("val", "test"):
-            if split in knn:
-                print(f"  {split:<5} {_fmt(knn[split])}")
-    print(f"wrote {folder / 'probe-results.json'}")
-    return 0

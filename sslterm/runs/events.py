@@ -1,7 +1,10 @@
 """The event log: one JSON object per line in ``events.jsonl``, append-only.
 
 The trainer (global rank 0 only) appends; every watcher reads incrementally
-from a byte offset, so following a long run costs only the new bytes. A torn
+from a byte offset, so following a long run costs only the new bytes. The file is
+never rewritten, not even by a resume: a resumed trainer appends ``run_resumed``
+with the position it continues from, and progress events before it past that
+position are superseded (:func:`current` applies this). A torn
 last line (the writer was killed mid-write) is never parsed: readers stop at
 the last newline, and the writer repairs the tail before appending again.
 The schema is documented in docs/events.md.
@@ -18,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: append-only across resumes (run_resumed)
 EVENTS_FILE = "events.jsonl"
 
 KINDS = (
@@ -32,7 +35,10 @@ KINDS = (
     "run_finished",
     "run_failed",
     "run_stopped",
+    "run_resumed",
 )
+# progress a resume redoes: these kinds, past the resumed position, are superseded
+PROGRESS = frozenset({"step", "epoch", "val", "probe", "checkpoint"})
 
 
 def json_safe(value: Any) -> Any:
@@ -46,33 +52,38 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def complete_length(path: Path) -> int:
+    """Bytes of the log up to its last newline: the complete lines (a torn last line is
+    cut by the next writer, so a reader that wants only new events starts here)."""
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return 0
+    with fh:
+        pos = fh.seek(0, os.SEEK_END)
+        block = 1 << 16
+        while pos > 0:
+            start = max(0, pos - block)
+            fh.seek(start)
+            idx = fh.read(pos - start).rfind(b"\n")
+            if idx >= 0:
+                return start + idx + 1
+            pos = start
+    return 0
+
+
 def repair_tail(path: Path) -> int:
     """Cut a torn last line (no trailing newline) off the log; returns bytes removed."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
         return 0
-    if size == 0:
+    keep = complete_length(path)
+    if keep == size:
         return 0
     with open(path, "rb+") as fh:
-        fh.seek(size - 1)
-        if fh.read(1) == b"\n":
-            return 0
-        block = 1 << 16
-        pos = size
-        while pos > 0:
-            start = max(0, pos - block)
-            fh.seek(start)
-            chunk = fh.read(pos - start)
-            idx = chunk.rfind(b"\n")
-            if idx >= 0:
-                keep = start + idx + 1
-                break
-            pos = start
-        else:
-            keep = 0
         fh.truncate(keep)
-        return size - keep
+    return size - keep
 
 
 class EventWriter:
@@ -110,6 +121,18 @@ class EventReader:
     restarts: int = 0
     _inode: int | None = field(default=None, repr=False)
 
+    def has_new(self) -> bool:
+        """Whether the file changed since the last read (one ``stat``, no open)."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        return st.st_size != self.offset or st.st_ino != self._inode
+
+    def skip_to(self, offset: int, inode: int) -> None:
+        """Go on from ``offset`` of the file ``inode`` (a caller read up to it another way)."""
+        self.offset, self._inode = offset, inode
+
     def read_new(self, max_bytes: int | None = None) -> list[dict[str, Any]]:
         try:
             with open(self.path, "rb") as fh:
@@ -142,64 +165,42 @@ class EventReader:
         return events
 
 
+def superseded(event: dict[str, Any], resumed: dict[str, Any]) -> bool:
+    """Whether ``resumed`` (a later ``run_resumed``) replaces ``event``: progress past the
+    step it continues from is redone after it."""
+    return event.get("kind") in PROGRESS and (event.get("step") or 0) > (resumed.get("step") or 0)
+
+
+def current(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The log as it stands after every resume: each ``run_resumed`` drops the earlier
+    progress events it supersedes (logs, starts and end records stay)."""
+    out: list[dict[str, Any]] = []
+    for event in events:
+        if event.get("kind") == "run_resumed":
+            out = [e for e in out if not superseded(e, event)]
+        out.append(event)
+    return out
+
+
 def read_events(run_dir: Path | str) -> list[dict[str, Any]]:
-    """All complete events of a run (for tests and small tools)."""
-    return EventReader(Path(run_dir) / EVENTS_FILE).read_new()
+    """A run's complete events as they stand after its resumes (see :func:`current`)."""
+    return current(EventReader(Path(run_dir) / EVENTS_FILE).read_new())
 
 
 def iter_kind(events: list[dict[str, Any]], kind: str) -> Iterator[dict[str, Any]]:
     return (e for e in events if e.get("kind") == kind)
 
 
-_REDONE = {"step", "epoch", "val", "probe", "checkpoint"}
-
-
-def truncate_after_checkpoint(
-    run_dir: Path | str, checkpoint: str | None, step: int | None = None
-) -> int:
-    """Before a resume: drop the progress events written after ``checkpoint``'s own
-    event (that work is redone), keeping logs and earlier stop/failure records.
-    ``None`` (no checkpoint: start over) drops every progress event. A checkpoint
-    committed without its event (the trainer was killed in between) keeps the
-    progress up to its global ``step``. The file is replaced atomically; returns
-    how many events were dropped."""
+def append_resumed(
+    run_dir: Path | str, epoch: int, step: int, checkpoint: str | None
+) -> dict[str, Any] | None:
+    """Before a resumed trainer's ``run_started``: record where it continues (``step`` 0,
+    no checkpoint: from the start). Nothing is written for a run that has no log yet."""
     path = Path(run_dir) / EVENTS_FILE
-    if not path.exists():
-        return 0
-    repair_tail(path)
-    lines = path.read_bytes().splitlines(keepends=True)
-    cut = 0
-    if checkpoint is not None:
-        for n, line in enumerate(lines):
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("kind") == "checkpoint" and event.get("path", "").endswith(checkpoint):
-                cut = n + 1
-    if checkpoint is not None and cut == 0 and step is not None:
-        for n, line in enumerate(lines):
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("kind") in _REDONE and (event.get("step") or 0) <= step:
-                cut = n + 1
-    kept, dropped = lines[:cut], 0
-    for line in lines[cut:]:
-        try:
-            kind = json.loads(line).get("kind")
-        except ValueError:
-            dropped += 1
-            continue
-        if kind in _REDONE:
-            dropped += 1
-        else:
-            kept.append(line)
-    tmp = path.with_name(f".{EVENTS_FILE}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.writelines(kept)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return dropped
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    writer = EventWriter(run_dir)
+    try:
+        return writer.emit("run_resumed", epoch=epoch, step=step, checkpoint=checkpoint)
+    finally:
+        writer.close()

@@ -15,6 +15,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -22,9 +23,8 @@ from rich.progress import (
 
 from sslterm.runs.events import EventReader
 from sslterm.runs.launcher import kill_run, request_stop
+from sslterm.runs.scheduler import run_state
 from sslterm.runs.store import RunDir
-
-TERMINAL = ("run_finished", "run_stopped", "run_failed")
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -56,14 +56,20 @@ def describe(event: dict[str, Any]) -> str | None:
         return f"stopped at epoch {event.get('epoch')}, checkpoint {event.get('checkpoint')}"
     if kind == "run_finished":
         return "finished"
+    if kind == "run_resumed":
+        return (f"resumed at step {event.get('step')} from "
+                f"{event.get('checkpoint') or 'the start'}")
     return None
 
 
-def follow(run: RunDir, console: Console | None = None, poll: float = 0.25) -> int:
+def follow(run: RunDir, console: Console | None = None, poll: float = 0.25, offset: int = 0) -> int:
     """Follow until the run ends. Ctrl-C asks for a graceful stop, a second one kills.
-    Returns 0 for finished/stopped, 1 for failed."""
+    ``offset``: where in the log to begin (a resume shows only what it appends).
+    The end is the run's final status, never an event: a log holds the stop and
+    failure records of earlier launches before a resume. Returns 0 for
+    finished/stopped, 1 for failed."""
     console = console or Console()
-    reader = EventReader(run.events)
+    reader = EventReader(run.events, offset=offset)
     interrupts = 0
 
     def on_sigint(*_: Any) -> None:
@@ -87,44 +93,50 @@ def follow(run: RunDir, console: Console | None = None, poll: float = 0.25) -> i
     )
     try:
         with Progress(*columns, console=console, transient=False) as progress:
-            task = progress.add_task(run.id, total=None, stats="starting")
-            steps_per_epoch, epochs = 1, 1
+            show = Display(console, progress, progress.add_task(run.id, total=None, stats="starting"))
             while True:
+                ended = run_state(run)  # before reading: all the log an ended run wrote
                 for event in reader.read_new():
-                    kind = event["kind"]
-                    if kind == "run_started":
-                        steps_per_epoch = max(1, event.get("steps_per_epoch") or 1)
-                        epochs = event.get("epochs") or 1
-                        progress.update(task, total=epochs * steps_per_epoch,
-                                        completed=event.get("start_step", 0),
-                                        description=f"{run.id}")
-                        console.print(f"started: {event.get('encoder')} on {event.get('dataset')}, "
-                                      f"{event.get('world_size')} process(es) on "
-                                      f"{', '.join(event.get('devices') or [])}"
-                                      + (" (resumed)" if event.get("resumed") else ""))
-                    elif kind == "step":
-                        progress.update(task, completed=event["step"], stats=(
-                            f"ep {event['epoch'] + 1}/{epochs} loss {_fmt(event.get('loss'), '.4f')} "
-                            f"lr {_fmt(event.get('lr'), '.3g')} {_fmt(event.get('ips'), ',.0f')} img/s"))
-                    message = describe(event)
-                    if message:
-                        console.print(message)
-                    if kind in TERMINAL:
-                        break
+                    show(event)
                 if not run.path.is_dir():
                     console.print(f"[red]run directory {run.path} is gone[/]")
                     return 1
-                state, error = run.state()
-                if state in ("finished", "stopped", "failed"):
-                    for event in reader.read_new():
-                        message = describe(event)
-                        if message:
-                            console.print(message)
-                    if state == "failed":
-                        console.print(f"[red]run {run.id} failed:[/] {error}")
-                        return 1
+                state, error = ended
+                if state == "failed":
+                    console.print(f"[red]run {run.id} failed:[/] {error}")
+                    return 1
+                if state in ("finished", "stopped"):
                     console.print(f"run {run.id} {state}: {run.path}")
                     return 0
                 time.sleep(poll)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+class Display:
+    """Prints each event worth a line and moves the progress bar."""
+
+    def __init__(self, console: Console, progress: Progress, task: TaskID) -> None:
+        self.console, self.progress, self.task = console, progress, task
+        self.epochs = 1
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["kind"]
+        if kind == "run_started":
+            steps_per_epoch = max(1, event.get("steps_per_epoch") or 1)
+            self.epochs = event.get("epochs") or 1
+            self.progress.update(self.task, total=self.epochs * steps_per_epoch,
+                                 completed=event.get("start_step", 0))
+            self.console.print(
+                f"started: {event.get('encoder')} on {event.get('dataset')}, "
+                f"{event.get('world_size')} process(es) on {', '.join(event.get('devices') or [])}"
+                + (" (resumed)" if event.get("resumed") else ""))
+        elif kind in ("step", "run_resumed"):
+            self.progress.update(self.task, completed=event.get("step") or 0)
+        if kind == "step":
+            self.progress.update(self.task, stats=(
+                f"ep {event['epoch'] + 1}/{self.epochs} loss {_fmt(event.get('loss'), '.4f')} "
+                f"lr {_fmt(event.get('lr'), '.3g')} {_fmt(event.get('ips'), ',.0f')} img/s"))
+        message = describe(event)
+        if message:
+            self.console.print(message)

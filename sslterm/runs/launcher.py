@@ -35,6 +35,8 @@ from sslterm.runs.store import (
     utc_now,
 )
 
+NEVER_SUBMITTED = "its Slurm batch script was never submitted"
+
 
 def _cuda_visible() -> bool:
     """Whether a GPU can be used, decided without importing torch."""
@@ -99,7 +101,7 @@ def check_profile_environment(
 
 
 _KEY_PREFIX = re.compile(r"((?:data|model)\.[a-z_]+): (.*)", re.DOTALL)
-_KEY_MENTION = re.compile(r"\b(?:data|model)\.[a-z_]+\b")
+_KEY_MENTION = re.compile(r"(?<!set )\b(?:data|model)\.[a-z_]+\b")  # "or set K" only suggests K
 
 
 def _at_key(
@@ -202,19 +204,23 @@ def request_stop(run: RunDir) -> None:
     """Ask the trainer to checkpoint and exit (the STOP file, read on every host that
     shares the run directory); a Slurm job that has not started is cancelled."""
     status = run.read_status()
-    state, _ = run.state()
+    state, _ = scheduler.run_state(run)
     job = _pending_job(status, state)
     if job:
         scheduler.cancel(job, kill=False)
         run.update_status(state="stopped", error=f"Slurm job {job} cancelled before it started",
                           ended=utc_now())  # fmt: skip
         return
+    if scheduler.unsubmitted(run):
+        run.update_status(state="stopped", error=NEVER_SUBMITTED, ended=utc_now(),
+                          when=("queued",))  # fmt: skip
+        return
     if state not in ACTIVE:
         raise UserError(f"run {run.id} is not running ({state})")
     # status first: once STOP exists the run may end and write its final state at
     # once, which a later "stopping" would overwrite
     if run.update_status(state="stopping", when=ACTIVE) is None:
-        raise UserError(f"run {run.id} has just ended ({run.state()[0]})")
+        raise UserError(f"run {run.id} has just ended ({scheduler.run_state(run)[0]})")
     run.stop_file.touch()
 
 
@@ -222,21 +228,22 @@ def kill_run(run: RunDir, sig: int = signal.SIGKILL) -> None:
     """Signal the run's whole process group (supervisor, accelerate, every rank); a
     Slurm job seen from another host is cancelled through Slurm instead."""
     status = run.read_status()
-    state, _ = run.state()
+    state, _ = scheduler.run_state(run)
     job = status.get("slurm_job_id")
     remote = _remote(status)
     via_slurm = bool(job and (remote or _pending_job(status, state)))
+    never_started = scheduler.unsubmitted(run)  # nothing runs: only the status changes
     if via_slurm and state in (*ACTIVE, "queued"):
         scheduler.cancel(str(job), kill=state in ACTIVE)
-    elif state not in ACTIVE or not status.get("pgid"):
+    elif not never_started and (state not in ACTIVE or not status.get("pgid")):
         raise UserError(f"run {run.id} is not running ({state})")
-    elif remote:
+    elif remote and not never_started:
         raise UserError(f"run {run.id} runs on {remote}: kill it there (this host cannot "
                         "signal its processes)")  # fmt: skip
     if sig == signal.SIGKILL:
         run.update_status(state="failed", error="killed by the user", ended=utc_now(),
                           when=(*ACTIVE, "queued"))  # fmt: skip
-    if not via_slurm:
+    if not (via_slurm or never_started):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(status["pgid"], sig)
 
@@ -248,7 +255,7 @@ def resume_run(run: RunDir, overrides: Sequence[str] = ()) -> RunDir:
     if run.is_locked():
         raise UserError(f"run {run.id} is already running (pid {run.read_status().get('pid')})")
     status = run.read_status()
-    state, _ = run.state()
+    state, _ = scheduler.run_state(run)
     if state == "finished":
         raise UserError(f"run {run.id} has finished; start a new run to train further")
     if state in ACTIVE or _pending_job(status, state):
@@ -271,7 +278,12 @@ def resume_run(run: RunDir, overrides: Sequence[str] = ()) -> RunDir:
 
 
 def delete_run(run: RunDir) -> None:
-    state, _ = run.state()
+    """Delete a run directory, never one that a process or a Slurm job may still write
+    into: the one rule for the app's delete and ``sslterm rm``."""
+    state, _ = scheduler.run_state(run)
     if state in ACTIVE or run.is_locked():
-        raise UserError(f"run {run.id} is running; stop it before deleting")
+        raise UserError(f"run {run.id} is {state}; stop it before deleting")
+    job = _pending_job(run.read_status(), state)
+    if job:
+        raise UserError(f"run {run.id} waits in Slurm as job {job}; stop it before deleting")
     shutil.rmtree(run.path)

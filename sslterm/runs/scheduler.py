@@ -1,7 +1,8 @@
 """Slurm's side of a run: submit, ask and cancel a run's batch job.
 
 A Slurm run's supervisor lives on the job's first node, so from a login node the
-run's lock and process group say nothing: there, Slurm is asked. Every tool is run
+run's lock and process group say nothing: there, Slurm is asked (:func:`run_state`;
+the run directory itself, ``RunDir.state``, knows nothing of Slurm). Every tool is run
 as an argument list (never a shell), with a timeout; squeue's answers are cached
 for ``CACHE_SECONDS`` because the app asks about every run every second.
 """
@@ -10,12 +11,14 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
 
 from sslterm.errors import UserError
+from sslterm.runs.store import ACTIVE, RunDir
 
 SCRIPT_NAME = "slurm.sbatch"
 CACHE_SECONDS = 15.0
@@ -36,6 +39,29 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str] | None:
 def _one_line(done: subprocess.CompletedProcess[str]) -> str:
     why = done.stderr.strip() or done.stdout.strip() or f"exit code {done.returncode}"
     return " ".join(why.split())[:300]
+
+
+def run_state(run: RunDir) -> tuple[str, str]:
+    """``run.state()``, corrected by Slurm where it knows better: a run that is queued, or
+    active on another host, whose job Slurm has forgotten ended without sslterm
+    (cancelled, or its node died)."""
+    state, error = run.state()
+    status = run.read_status()
+    job = status.get("slurm_job_id")
+    remote = status.get("host") != socket.gethostname()
+    if job and (state == "queued" or (state in ACTIVE and remote)) and job_state(str(job)) == "":
+        return "failed", error or (
+            f"Slurm job {job} ended without a final status (cancelled, or its node failed)"
+        )
+    return state, error
+
+
+def unsubmitted(run: RunDir) -> bool:
+    """A run whose batch script was written but never submitted through sslterm: queued,
+    with no job id and nothing holding its lock, so nothing will ever start it."""
+    status = run.read_status()
+    return ((run.path / SCRIPT_NAME).is_file() and not status.get("slurm_job_id")
+            and status.get("state", "queued") == "queued" and not run.is_locked())
 
 
 def submit(script: Path) -> str:

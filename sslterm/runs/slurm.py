@@ -184,7 +184,8 @@ def cmd_slurm(args: argparse.Namespace) -> int:
     script.chmod(0o755)
     print(f"run {run.id} (queued): {script}")
     if not args.submit:
-        print(f"submit with: sbatch {_q(script)}")
+        print(f"submit with: sslterm resume {run.id}  (records the Slurm job id; a job "
+              "submitted with sbatch by hand is not known to stop, kill or rm)")
         return 0
     job = submit_run(run)
     print(f"submitted batch job {job}")

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from sslterm.errors import UserError
-from sslterm.runs import scheduler
 
 STATES = ("queued", "running", "stopping", "finished", "failed", "stopped")
 ACTIVE = ("running", "stopping")
@@ -137,23 +136,17 @@ class RunDir:
         return False
 
     def state(self) -> tuple[str, str]:
-        """The truthful state and error summary: a run whose process died is 'failed'.
+        """The truthful state and error summary as this host sees it: a run whose recorded
+        host is this one but whose lock is free died without finishing ('failed').
 
-        On the run's own host the lock tells. A Slurm job that is queued, or running
-        on another host, is looked up with squeue: a job Slurm has forgotten while the
-        run still says so ended without sslterm (cancelled, or its node died)."""
+        A run held elsewhere (a Slurm job) is only as true as its status.json here; ask
+        :func:`sslterm.runs.scheduler.run_state` for the scheduler's view."""
         status = self.read_status()
         state = status.get("state", "queued")
         error = status.get("error") or ""
         local = status.get("host") == socket.gethostname()
         if state in ACTIVE and local and not self.is_locked():
             return "failed", error or f"trainer process {status.get('pid')} died without finishing"
-        job = status.get("slurm_job_id")
-        asks_slurm = state == "queued" or (state in ACTIVE and not local)
-        if job and asks_slurm and scheduler.job_state(str(job)) == "":
-            return "failed", error or (
-                f"Slurm job {job} ended without a final status (cancelled, or its node failed)"
-            )
         return state, error
 
 
