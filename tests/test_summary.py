@@ -11,8 +11,17 @@ from pathlib import Path
 import pytest
 
 from sslterm.runs import summary as sm
+from sslterm.runs.events import EventReader
 from sslterm.runs.store import RunDir
-from sslterm.runs.summary import RunIndex, RunSummary, Series, downsample, ema, minmax_indices
+from sslterm.runs.summary import (
+    RunIndex,
+    RunSummary,
+    Series,
+    downsample,
+    ema,
+    final_accuracies,
+    minmax_indices,
+)
 
 
 def write_status(run: Path, **fields) -> None:
@@ -134,7 +143,7 @@ def test_summary_reads_incrementally_and_ignores_torn_line(tmp_path):
     assert (s.epoch, s.step, s.knn, s.linear) == (2, 15, 41.5, None)
     assert len(s.series["loss"]) == 15
     assert s.series["loss"].epoch[-1] == pytest.approx(1.5)
-    assert s.duration() == 600.0
+    assert s.duration() == 16.5  # training time from the log: run_started to its last event
 
 
 def test_summary_restarts_when_log_replaced(tmp_path):
@@ -215,3 +224,130 @@ def test_run_index_finds_and_forgets_runs(tmp_path):
     assert index.refresh() == (set(), set())
     (tmp_path / "a-1" / "status.json").unlink()
     assert index.refresh() == (set(), {"a-1"})
+
+
+# -- what a table shows across resumes, and which split ---------------------------------
+def test_created_and_training_time_span_every_resume(tmp_path):
+    run = tmp_path / "r1"
+    write_status(run, state="running", created="2024-05-01T12:00:00+00:00",
+                 started="2024-05-01T12:00:00+00:00")  # fmt: skip
+    log = run / "events.jsonl"
+    log.write_text(
+        event("run_started", 1000.0, epochs=3, steps_per_epoch=10)
+        + step_lines(5)
+        + event("run_stopped", 1100.0, epoch=0, step=5, checkpoint="c")
+    )
+    s = RunSummary(RunDir(run))
+    s.update()
+    assert s.duration(now=1e9) == 100.0
+    # resumed an hour later: status.json gets a new start; the table keeps the first one
+    write_status(run, state="finished", created="2024-05-01T12:00:00+00:00",
+                 started="2024-05-01T13:00:00+00:00", ended="2024-05-01T13:01:00+00:00")  # fmt: skip
+    with open(log, "a") as fh:
+        fh.write(event("run_started", 5000.0, epochs=3, steps_per_epoch=10, resumed=True))
+        fh.write(step_lines(5, start=6, t0=5000.0))
+        fh.write(event("run_finished", 5050.0, epoch=2, step=10, results={}))
+    s.update()
+    assert s.duration() == 150.0  # 100 s before the stop + 50 s after the resume
+    assert s.created == sm.parse_time("2024-05-01T12:00:00+00:00")
+
+
+def test_a_killed_segment_counts_up_to_its_last_event(tmp_path):
+    run = tmp_path / "r1"
+    write_status(run, state="failed")
+    (run / "events.jsonl").write_text(
+        event("run_started", 1000.0, epochs=3, steps_per_epoch=10)
+        + step_lines(5, t0=1000.0)  # last event at 1005: then killed, no run_stopped
+        + event("run_started", 2000.0, epochs=3, steps_per_epoch=10, resumed=True)
+        + step_lines(1, start=6, t0=2004.0)  # at 2010, then killed again
+    )
+    s = RunSummary(RunDir(run))
+    s.update()
+    assert s.duration() == 15.0
+
+
+def test_run_resumed_supersedes_the_points_after_its_checkpoint(tmp_path):
+    run = tmp_path / "r1"
+    write_status(run)
+    (run / "events.jsonl").write_text(
+        event("run_started", 1000.0, epochs=3, steps_per_epoch=10)
+        + step_lines(14)
+        + event("val", 1014.0, epoch=1, step=14, loss=1.0, knn_top1=50.0)
+        + event("run_resumed", 1100.0, epoch=1, step=10, checkpoint="checkpoints/step-10")
+        + event("run_started", 1101.0, epochs=3, steps_per_epoch=10, resumed=True)
+        + step_lines(3, start=11, t0=1101.0)
+    )
+    s = RunSummary(RunDir(run))
+    s.update()
+    loss = s.series["loss"]
+    assert list(loss.step) == list(range(1, 14))  # 1..10, then 11..13 again; no old 11..14
+    assert len(s.series["knn"]) == 0 and s.knn is None and s.step == 13
+    assert list(loss.smooth) == pytest.approx(ema(list(loss.value), weight=loss.weight))
+
+
+def test_linear_is_test_top1_where_there_is_a_test_split(tmp_path):
+    run = tmp_path / "r1"
+    write_status(run)
+    log = run / "events.jsonl"
+    log.write_text(event("probe", 1.0, epoch=0, step=5, val_top1=96.0, test_top1=45.0))
+    s = RunSummary(RunDir(run))
+    s.update()
+    assert (s.linear, s.linear_split) == (45.0, "test")
+    assert list(s.series["linear"].value) == [45.0]
+    with open(log, "a") as fh:
+        fh.write(event("probe", 2.0, epoch=1, step=10, val_top1=97.0))
+    s.update()
+    assert (s.linear, s.linear_split) == (97.0, "val")
+
+
+def test_summary_reads_the_results_build_results_writes(tmp_path):
+    """The contract: results as the engine builds them (from a real History), through the
+    run_finished event, give the summary's final linear and kNN numbers."""
+    pytest.importorskip("torch")
+    from sslterm.profile.load import validate_text
+    from sslterm.train.engine import History, build_results
+
+    run = RunDir(tmp_path / "r1")
+    write_status(run.path)
+    history = History()
+    history.epochs.append({"epoch": 0, "loss": 5.0, "lr": 0.1, "ips": 100.0, "seconds": 1.0})
+    history.val.append({"epoch": 0, "step": 10, "loss": 4.0, "top1": 50.0, "top5": 90.0,
+                        "knn_top1": 61.25, "knn_top5": 88.0})  # fmt: skip
+    history.probes.append({"epoch": 0, "step": 10, "protocol": "linear", "train_top1": 99.0,
+                           "val_top1": 96.0, "test_top1": 45.5})  # fmt: skip
+    results = build_results(validate_text("", "p.toml"), history, run)
+    assert final_accuracies(results) == {"linear": 45.5, "linear_split": "test", "knn": 61.25}
+    (run.path / "events.jsonl").write_text(
+        event("run_finished", 1.0, epoch=0, step=10, results=results)
+    )
+    s = RunSummary(run)
+    s.update()
+    assert (s.linear, s.linear_split, s.knn) == (45.5, "test", 61.25)
+
+
+def test_event_reader_public_position_api(tmp_path):
+    """What the summary uses instead of the reader's private state."""
+    log = tmp_path / "events.jsonl"
+    reader = EventReader(log)
+    assert not reader.has_new()  # no file yet
+    log.write_text(event("log", 1.0, message="a") + event("log", 2.0, message="b"))
+    assert reader.has_new()
+    first = len(event("log", 1.0, message="a"))
+    reader.skip_to(first, os.stat(log).st_ino)
+    assert [e["message"] for e in reader.read_new()] == ["b"]
+    assert not reader.has_new()
+
+
+def test_notes_keep_the_non_step_events_for_a_log_pane(tmp_path):
+    run = tmp_path / "r1"
+    write_status(run)
+    (run / "events.jsonl").write_text(
+        event("run_started", 1000.0, epochs=3, steps_per_epoch=10)
+        + step_lines(3)
+        + event("epoch", 1003.0, epoch=0, step=3, loss=1.0)
+        + event("checkpoint", 1003.5, epoch=1, step=3, path="checkpoints/a")
+    )
+    s = RunSummary(RunDir(run))
+    s.update()
+    assert [e["kind"] for e in s.notes] == ["run_started", "epoch", "checkpoint"]
+    assert s.noted == 3

@@ -25,6 +25,7 @@ from test_tui_fixtures import (
 )
 from textual.command import CommandList, CommandPalette
 
+from sslterm.profile.edit import format_value, get_value
 from sslterm.runs import queue
 from sslterm.tui.app import SSLTermApp
 from sslterm.tui.screens.composer import ComposerScreen
@@ -63,12 +64,19 @@ def profiles_dir(tmp_path: Path) -> Path:
     return d
 
 
-def make_app(runs_dir: Path, profiles_dir: Path) -> SSLTermApp:
-    return SSLTermApp(runs_dir, profiles_dir, poll_interval=0.2)
+def make_app(runs_dir: Path, profiles_dir: Path, **kwargs) -> SSLTermApp:
+    """The app; the composer's data-path check (a torch child process) only where asked."""
+    kwargs.setdefault("env_check_delay", None)
+    return SSLTermApp(runs_dir, profiles_dir, poll_interval=0.2, **kwargs)
 
 
 def row(table: RunsTable, run_id: str) -> list[str]:
     return [str(c) for c in table.get_row(run_id)]
+
+
+def log_text(log) -> str:
+    """The log pane's text, wrapped lines joined again."""
+    return " ".join(line.text.rstrip() for line in log.lines)
 
 
 # -- runs view --------------------------------------------------------------------------
@@ -85,8 +93,10 @@ async def test_runs_view_lists_runs_charts_and_failure(runs_dir, profiles_dir):
         finished = row(table, "cifar10-20240501-120000")
         assert finished[1:] == [
             "cifar10-20240501-120000", "finished", "cifar10", "10/10", "0.8163",
-            "80.5%", "85.5%", "1800", "2024-05-01 12:00", "10m02s",
+            "80.5%", "85.0%", "1800", "2024-05-01 12:00", "10m01s",
         ]  # fmt: skip
+        labels = [str(c.label) for c in table.columns.values()]
+        assert labels[7:] == ["linear test", "img/s", "created", "trained"]
         chart = app.screen.query_one("#chart-loss", MetricChart)
         await wait_until(pilot, lambda: chart.points > 0)
 
@@ -168,16 +178,18 @@ async def open_composer(pilot, app: SSLTermApp, path: Path) -> ComposerScreen:
     await pilot.press("2")
     await wait_until(pilot, lambda: isinstance(app.screen, ComposerScreen))
     screen = app.screen
-    assert screen.open_path(path)
-    await pilot.pause()
+    assert screen.open_path(path)  # synchronous: the document and the errors are set
     return screen
 
 
 async def type_into_field(pilot, screen: ComposerScreen, key: str, text: str) -> None:
+    """Type ``text`` into ``key``'s editor; returns once the document holds it."""
+    editor = screen.query_one("#edit-input")
     screen.edit_field(key)
-    await pilot.pause()
+    await wait_until(pilot, lambda: screen.editor.spec.key == key and editor.has_focus)
     await pilot.press("end", "ctrl+u", *text)
-    await pilot.pause()
+    await wait_until(pilot, lambda: format_value(get_value(screen.doc, key)) == text,
+                     what=lambda: f"{key} = {get_value(screen.doc, key)!r}, typed {text!r}")  # fmt: skip
 
 
 async def test_composer_inline_error_is_the_cli_message_then_fix_and_save(runs_dir, profiles_dir):
@@ -204,7 +216,7 @@ async def test_composer_inline_error_is_the_cli_message_then_fix_and_save(runs_d
         assert cli.stderr.strip() == f"sslterm: {message}"  # the CLI's own line
 
         await type_into_field(pilot, screen, "train.base_lr", "0.02")
-        await wait_until(pilot, lambda: screen.error is None)
+        await wait_until(pilot, lambda: screen.error is None, what=lambda: f"{screen.error}\n{screen.text}")
         assert fields.error_key is None
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: not screen.dirty)
@@ -247,10 +259,10 @@ async def test_composer_select_unknown_key_and_save_as(
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_composer(pilot, app, bad)
         assert "did you mean 'train.epochs'" in str(screen.error)
-        assert "did you mean" in screen_text(app)  # shown above the preview
+        await wait_until(pilot, lambda: "did you mean" in screen_text(app))  # above the preview
         # fix it in the form: a choice through the select, a number through the input
         screen.edit_field("data.dataset")
-        await pilot.pause()
+        await wait_until(pilot, lambda: screen.editor.spec.key == "data.dataset")
         screen.query_one("#edit-select").value = "svhn"
         await wait_until(pilot, lambda: 'dataset = "svhn"' in screen.text)
         await type_into_field(pilot, screen, "train.epochs", "3")
@@ -308,7 +320,7 @@ async def test_queue_two_profiles_from_the_composer(runs_dir, profiles_dir, monk
     async with app.run_test(size=SIZE) as pilot:
         await open_composer(pilot, app, profiles_dir / "smoke.toml")
         await pilot.press("ctrl+g")
-        await pilot.pause()
+        await wait_until(pilot, lambda: len(queue.pending(runs_dir)) == 1)
         await pilot.press("ctrl+g")
         await wait_until(pilot, lambda: len(queue.pending(runs_dir)) == 2)
         assert len(started) == 2
@@ -391,7 +403,7 @@ async def test_two_apps_watch_one_run(tmp_path, profiles_dir):
                 fh.write('{"v":1,"kind":"step","t":1')  # a torn line: never shown
             await wait_until(p1, lambda: row(t1, run.name)[5] == "0.4242" == row(t2, run.name)[5])
             log_one = one.screen.query_one("#log")
-            assert any("epoch 0: loss ok" in line for line in log_one.lines)
+            await wait_until(p1, lambda: "epoch 0: loss ok" in log_text(log_one))
             await p2.press("s")
             await wait_until(p1, lambda: row(t1, run.name)[2] == "stopped" == row(t2, run.name)[2])
     finally:
@@ -421,3 +433,243 @@ async def test_open_picker_new_from_shipped_and_by_path(
         await pilot.press("tab", *str(other), "enter")  # or any path
         await wait_until(pilot, lambda: composer.path == other)
         assert composer.text == other.read_text()
+
+
+# -- charts, state line, log pane, table, footer (issue 11 items 5-8) ---------------------
+async def show_run(pilot, app: SSLTermApp, run_id: str) -> None:
+    table = app.screen.query_one(RunsTable)
+    await wait_until(pilot, lambda: table.row_count >= 1 and run_id in app.index.runs)
+    table.move_cursor(row=table.get_row_index(run_id))
+    await wait_until(pilot, lambda: table.selected == run_id)
+
+
+def drawn(chart: MetricChart, metric: str, kind: str) -> list[float] | None:
+    return next((ys for m, k, ys in chart.plotted if (m, k) == (metric, kind)), None)
+
+
+async def test_ema_bends_only_noisy_series_and_evaluations_are_marked(runs_dir, profiles_dir):
+    app = make_app(runs_dir, profiles_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await show_run(pilot, app, "cifar10-20240501-120000")
+        charts = {c.id: c for c in app.screen.query(MetricChart)}
+        await pilot.press("e", "e", "e")  # EMA 0.99
+        assert app.smoothing == 0.99
+        summary = app.index.runs["cifar10-20240501-120000"]
+
+        def replotted() -> bool:
+            return all(c._drawn_view is not None and c._drawn_view[2] == 0.99
+                       for c in charts.values()) and drawn(charts["chart-lr"], "lr", "line")  # fmt: skip
+
+        await wait_until(pilot, replotted)
+        # drawn values are downsampled to the chart's width (min/max per column)
+        lr, raw_lr = drawn(charts["chart-lr"], "lr", "line"), summary.series["lr"].value
+        assert set(lr) <= set(raw_lr) and max(lr) == max(raw_lr)  # as logged: no lag, no rise
+        loss_raw = drawn(charts["chart-loss"], "loss", "raw")
+        loss_line = drawn(charts["chart-loss"], "loss", "line")
+        assert set(loss_raw) <= set(summary.series["loss"].value)  # raw values behind...
+        assert set(loss_line) <= set(summary.series["loss"].smoothed(0.99))  # ...the EMA
+        assert not set(loss_line) & set(loss_raw[1:])
+        assert drawn(charts["chart-loss"], "val_loss", "line") == list(
+            summary.series["val_loss"].value
+        )  # one point per validation: not smoothed
+        acc = charts["chart-acc"]
+        assert drawn(acc, "linear", "points") == list(summary.series["linear"].value)
+        assert drawn(acc, "knn", "points") == list(summary.series["knn"].value)
+        assert all(isinstance(t, int) for t in charts["chart-loss"].xticks)
+        await pilot.press("x")  # epoch axis: whole epochs
+        await wait_until(pilot, lambda: charts["chart-loss"]._drawn_view[1] == "epoch")
+        ticks = charts["chart-loss"].xticks
+        assert ticks and all(isinstance(t, int) for t in ticks) and ticks[-1] <= 10
+
+
+async def test_a_single_evaluation_is_a_visible_point(tmp_path, profiles_dir):
+    out = tmp_path / "runs"
+    run = write_run(out, "one-20240501-120000", state="finished", start=T0, epochs=5,
+                    done_epochs=5)  # fmt: skip  (one probe: after epoch 4)
+    app = make_app(out, profiles_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await show_run(pilot, app, run.name)
+        acc = app.screen.query_one("#chart-acc", MetricChart)
+        await wait_until(pilot, lambda: drawn(acc, "linear", "points") is not None)
+        assert len(drawn(acc, "linear", "points")) == 1
+        assert "●" in screen_text(app)
+
+
+async def test_chart_state_and_keys_fit_in_80_columns(runs_dir, profiles_dir):
+    app = make_app(runs_dir, profiles_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_until(pilot, lambda: app.screen.query_one(RunsTable).row_count == 3)
+        await wait_until(pilot, lambda: "x: step · EMA off" in screen_text(app))
+        await pilot.press("e", "x")
+        await wait_until(pilot, lambda: "x: epoch · EMA 0.6" in screen_text(app))
+        footer = screen_text(app).splitlines()[-1]
+        assert "s Stop" in footer and "? Keys" in footer and "^q Quit" in footer
+        assert footer.rstrip().endswith("▏^p palette")  # nothing hidden under the palette key
+
+
+async def test_log_pane_shows_the_followers_progress_lines_wrapped(runs_dir, profiles_dir):
+    from sslterm.runs.follow import describe
+    from sslterm.runs.summary import RunSummary
+
+    app = make_app(runs_dir, profiles_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await show_run(pilot, app, "cifar10-20240501-120000")
+        log = app.screen.query_one("#log")
+        summary: RunSummary = app.index.runs["cifar10-20240501-120000"]
+        probe = next(e for e in summary.notes if e["kind"] == "probe")
+        expected = " ".join(describe(probe).split())
+        await wait_until(pilot, lambda: expected in " ".join(log_text(log).split()),
+                         what=lambda: log_text(log))  # fmt: skip
+        assert "epoch    9  loss" in log_text(log)
+        assert "epoch 9: loss ok" in log_text(log)  # stdout.log too
+        width = log.scrollable_content_region.width
+        assert max(len(line.text.rstrip()) for line in log.lines) <= width  # wrapped, not cut
+
+
+def test_linear_column_names_its_split():
+    from types import SimpleNamespace
+
+    from sslterm.tui.widgets.runs_table import linear_header
+
+    test = SimpleNamespace(linear=45.0, linear_split="test")
+    val = SimpleNamespace(linear=96.0, linear_split="val")
+    none = SimpleNamespace(linear=None, linear_split="")
+    assert linear_header([test, none]) == "linear test"
+    assert linear_header([val]) == "linear val"
+    assert linear_header([test, val]) == "linear"  # mixed: each cell says which
+    assert linear_header([none]) == "linear"
+
+
+def test_compare_treats_two_spellings_of_a_folder_as_one():
+    from sslterm.profile.edit import differing_keys
+    from sslterm.tui.screens.compare import normalise_paths
+
+    a = {"launch": {"output_dir": "runs"}, "data": {"root": "./data/", "class_list": ""}}
+    b = {"launch": {"output_dir": "./runs"}, "data": {"root": "data", "class_list": ""}}
+    c = {"launch": {"output_dir": "/scratch/runs"}, "data": {"root": "data", "class_list": ""}}
+    assert differing_keys([normalise_paths(a), normalise_paths(b)]) == []
+    assert [k for k, _ in differing_keys([normalise_paths(a), normalise_paths(c)])] == [
+        "launch.output_dir"
+    ]
+    assert a["launch"]["output_dir"] == "runs" and b["data"]["root"] == "data"  # not mutated
+
+
+async def test_system_panel_on_a_mig_gpu(runs_dir, profiles_dir):
+    from test_tui_system import fake_nvml
+
+    from sslterm.tui.system import SystemMonitor
+
+    app = make_app(runs_dir, profiles_dir, system_monitor=SystemMonitor(nvml=fake_nvml()))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("5")
+        await wait_until(pilot, lambda: app.current_mode == "system")
+        gpus = app.screen.query_one("#gpus")
+        await wait_until(pilot, lambda: gpus.row_count == 1)
+        name, util, memory = (str(c) for c in gpus.get_row_at(0)[1:4])
+        assert name == "NVIDIA H100 80GB HBM3" and util == "—"
+        assert memory.endswith("3.0 GiB / 80.0 GiB")
+        assert "unavailable" not in screen_text(app)
+
+
+# -- composer: quit, dialogs, data paths ---------------------------------------------------
+async def test_quit_with_unsaved_changes_asks_first(runs_dir, profiles_dir):
+    app = make_app(runs_dir, profiles_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_composer(pilot, app, profiles_dir / "smoke.toml")
+        await type_into_field(pilot, screen, "train.epochs", "5")
+        assert screen.dirty
+        await pilot.press("ctrl+q")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert "unsaved changes" in screen_text(app)
+        await pilot.press("n")
+        await wait_until(pilot, lambda: app.screen is screen)
+        assert app.is_running
+        await pilot.press("ctrl+q")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_until(pilot, lambda: not app.is_running)
+
+
+async def test_quit_without_changes_does_not_ask(runs_dir, profiles_dir):
+    app = make_app(runs_dir, profiles_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_composer(pilot, app, profiles_dir / "smoke.toml")
+        await pilot.press("ctrl+q")
+        await wait_until(pilot, lambda: not app.is_running)
+
+
+@pytest.mark.parametrize("width", [80, 120])
+async def test_dialogs_fit_and_wrap(runs_dir, profiles_dir, width):
+    app = make_app(runs_dir, profiles_dir)
+    async with app.run_test(size=(width, 30)) as pilot:
+        table = app.screen.query_one(RunsTable)
+        await wait_until(pilot, lambda: table.row_count == 3)
+        run = app.index.runs[table.selected].run
+        await pilot.press("d")  # a long question: the run's full path
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        question = f"Delete {run.id} and everything in {run.path}?"
+        await wait_until(pilot, lambda: "y yes" in screen_text(app))
+        dialog = app.screen.query_one(".dialog")
+        assert dialog.region.right <= width
+        box = app.screen.query_one("#question").region
+        lines = screen_text(app).splitlines()[box.y : box.bottom]
+        shown = "".join(line[box.x : box.right] for line in lines)
+        assert "".join(shown.split()) == "".join(question.split())  # wrapped, not cut
+        await pilot.press("n", "2", "ctrl+o")
+        await wait_until(pilot, lambda: "Open a profile" in screen_text(app))
+        assert app.screen.query_one(".dialog").region.right <= width
+
+
+@pytest.mark.slow  # each check is a child process that imports torch and timm
+async def test_composer_checks_data_paths_as_you_type(
+    runs_dir, profiles_dir, tmp_path, monkeypatch
+):
+    """A bad data path is marked on data.root before launch (the launcher's own check, in
+    a child process, after typing pauses); files a launch would download are fine."""
+    monkeypatch.chdir(tmp_path)
+    path = profiles_dir / "folder.toml"
+    path.write_text('[data]\ndataset = "imagefolder"\nroot = "nowhere"\n\n'
+                    '[model]\nencoder = "test_resnet"\n')  # fmt: skip
+    app = make_app(runs_dir, profiles_dir, env_check_delay=1.0)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_composer(pilot, app, path)
+        fields = screen.query_one(FieldTable)
+        assert screen.env_checking and "checking data paths" in str(
+            screen.query_one("#validation").render()
+        )
+        # typing on before the check starts: it checks the text that was valid, so the
+        # schema error typed meanwhile never comes back as a data-path result
+        await type_into_field(pilot, screen, "train.epochs", "0")
+        await type_into_field(pilot, screen, "train.epochs", "2")
+        await wait_until(pilot, lambda: fields.error_key == "data.root", timeout=240,
+                         what=lambda: str(screen.error))  # fmt: skip
+        assert str(screen.error).startswith(f"{path}:3: data.root: imagefolder: folder ")
+        assert "nowhere/train not found" in str(screen.error)
+        await pilot.press("ctrl+l")  # refused like any other error
+        await wait_until(pilot, lambda: str(screen.error) in notices(app))
+        assert not screen.launching
+        await type_into_field(pilot, screen, "data.root", "elsewhere")
+        await wait_until(pilot, lambda: "elsewhere/train not found" in str(screen.error), timeout=240,
+                         what=lambda: str(screen.error))  # fmt: skip
+        assert fields.error_key == "data.root"
+        screen.edit_field("data.dataset")
+        await wait_until(pilot, lambda: screen.editor.spec.key == "data.dataset")
+        screen.query_one("#edit-select").value = "cifar10"  # missing, but data.download = true
+        await wait_until(pilot, lambda: screen.error is None and not screen.env_checking,
+                         timeout=240, what=lambda: str(screen.error))  # fmt: skip
+        assert not (tmp_path / "elsewhere").exists()  # nothing was downloaded
+        await wait_until(pilot, lambda: "✓ valid — TOML" in screen_text(app))
+
+
+async def test_short_terminal_keeps_two_readable_charts(runs_dir, profiles_dir):
+    """80x24 with an error banner: one row of charts (loss, accuracy), not four squashed."""
+    app = make_app(runs_dir, profiles_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await show_run(pilot, app, "cifar10-20240501-150000")  # the failed run: a banner
+        grid = app.screen.query_one("#charts")
+        await wait_until(pilot, lambda: grid.has_class("-one-row"))
+        shown = [c.id for c in app.screen.query(MetricChart) if c.display]
+        assert shown == ["chart-loss", "chart-acc"]
+        assert all(c.size.height >= 7 for c in app.screen.query(MetricChart) if c.display)
+        await show_run(pilot, app, "cifar10-20240501-120000")  # no banner: room for two rows
+        await wait_until(pilot, lambda: not grid.has_class("-one-row"))

@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
-from test_tui_fixtures import wait_until
+from test_tui_fixtures import notices, wait_until
 
+from sslterm.profile.edit import format_value, get_value
 from sslterm.runs import queue
 from sslterm.runs.store import iter_runs
 from sslterm.tui.app import SSLTermApp
@@ -81,10 +82,12 @@ def status(table: RunsTable, run_id: str) -> str:
 
 
 async def set_field(pilot, screen: ComposerScreen, key: str, text: str) -> None:
+    """Type ``text`` into ``key``'s editor; returns once the document holds it."""
+    editor = screen.query_one("#edit-input")
     screen.edit_field(key)
-    await pilot.pause()
+    await wait_until(pilot, lambda: screen.editor.spec.key == key and editor.has_focus)
     await pilot.press("end", "ctrl+u", *text, "enter")
-    await pilot.pause()
+    await wait_until(pilot, lambda: format_value(get_value(screen.doc, key)) == text)
 
 
 async def test_compose_launch_watch_stop_resume_queue(workdir):
@@ -101,7 +104,7 @@ async def test_compose_launch_watch_stop_resume_queue(workdir):
         assert str(composer.error).startswith("profiles/smoke.toml:")
         assert composer.fields.error_key == "train.epochs"
         await pilot.press("ctrl+l")  # refused while invalid
-        await pilot.pause(0.2)
+        await wait_until(pilot, lambda: str(composer.error) in notices(app))
         assert not composer.launching
         # fix, save, launch
         await set_field(pilot, composer, "train.epochs", "40")
@@ -160,15 +163,14 @@ async def test_compose_launch_watch_stop_resume_queue(workdir):
         await pilot.press("enter")  # the switch: off
         await wait_until(pilot, lambda: "enabled = false" in composer.text)
         await pilot.press("ctrl+g")
-        await pilot.pause(0.2)
+        await wait_until(pilot, lambda: len(queue.pending("runs")) == 1)
         await pilot.press("ctrl+g")
         await wait_until(pilot, lambda: len(queue.pending("runs")) == 2)
         await wait_until(pilot, lambda: queue.runner_alive("runs"), 60, diagnose(app, "runner"))
         await pilot.press("escape", "1")
         await wait_until(pilot, lambda: app.current_mode == "runs")
         table = app.screen.query_one(RunsTable)
-        await pilot.pause(0.5)
-        assert len(queue.pending("runs")) == 2  # still waiting: a run is active
+        assert len(queue.pending("runs")) == 2  # still waiting: a run is active (see below)
         table.move_cursor(row=table.get_row_index(run_id))
         await pilot.press("s")
         await wait_until(
@@ -190,6 +192,8 @@ async def test_compose_launch_watch_stop_resume_queue(workdir):
             for r in sorted(finished_others())
         )
         assert first_run["ended"] <= second_run["started"]  # one after the other
+        resumed = json.loads((Path("runs") / run_id / "status.json").read_text())
+        assert resumed["ended"] <= first_run["started"]  # the queue waited for the active run
     assert not queue.pending("runs")
     deadline = time.monotonic() + 30
     while queue.runner_alive("runs") and time.monotonic() < deadline:

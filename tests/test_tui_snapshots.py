@@ -37,7 +37,8 @@ def app(tmp_path, monkeypatch) -> SSLTermApp:
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "smoke.toml").write_text(SMOKE)
     with utc_env():
-        yield SSLTermApp("runs", "profiles", poll_interval=0.2, system_monitor=FixedMonitor())
+        yield SSLTermApp("runs", "profiles", poll_interval=0.2, system_monitor=FixedMonitor(),
+                         env_check_delay=None)
 
 
 async def settle(pilot, charts: int = 4) -> None:
@@ -49,7 +50,7 @@ async def settle(pilot, charts: int = 4) -> None:
             return False
         if not all(s.events for s in app.index.runs.values()):
             return False
-        if any(not log.line_count for log in app.screen.query(LogTail)):
+        if any(not log.lines for log in app.screen.query(LogTail)):
             return False  # the log pane reads its file in a worker
         shown = [c for c in app.screen.query(MetricChart) if c.display]
         current = [c for c in shown if c.draws and c._drawn_data == c._data()]

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 import urllib.request
 from pathlib import Path
 
@@ -56,6 +57,49 @@ def test_sampler_with_a_gpu(monkeypatch):
         (0, "NVIDIA H100", 97.0, 60, 400.0),
         (1, "NVIDIA H100", 97.0, 61, 400.0),
     ]
+
+
+class NotSupported(Exception):
+    """What pynvml raises (NVMLError_NotSupported) for readings a MIG slice lacks."""
+
+
+def fake_nvml(**overrides):
+    """An NVML module object: one H100 in MIG mode, where utilisation is not supported."""
+
+    def not_supported(*_):
+        raise NotSupported("Not Supported")
+
+    calls = {
+        "nvmlInit": lambda: None,
+        "nvmlShutdown": lambda: None,
+        "nvmlDeviceGetCount": lambda: 1,
+        "nvmlDeviceGetHandleByIndex": lambda i: i,
+        "nvmlDeviceGetName": lambda h: "NVIDIA H100 80GB HBM3",
+        "nvmlDeviceGetMemoryInfo": lambda h: types.SimpleNamespace(used=3 << 30, total=80 << 30),
+        "nvmlDeviceGetUtilizationRates": not_supported,
+        "nvmlDeviceGetTemperature": lambda h, kind: 41,
+        "nvmlDeviceGetPowerUsage": lambda h: 90_000,
+        "NVML_TEMPERATURE_GPU": 0,
+    }
+    calls.update({k: (not_supported if v is None else v) for k, v in overrides.items()})
+    return types.SimpleNamespace(**calls)
+
+
+def test_mig_gpu_without_utilisation_keeps_its_other_readings():
+    (gpu,) = SystemMonitor(nvml=fake_nvml()).sample().gpus
+    assert (gpu.name, gpu.util, gpu.mem_used, gpu.mem_total, gpu.temperature, gpu.power_w) == (
+        "NVIDIA H100 80GB HBM3", None, 3 << 30, 80 << 30, 41, 90.0,
+    )  # fmt: skip
+
+
+def test_every_gpu_reading_is_optional_on_its_own():
+    nvml = fake_nvml(nvmlDeviceGetMemoryInfo=None, nvmlDeviceGetTemperature=None,
+                     nvmlDeviceGetPowerUsage=None, nvmlDeviceGetName=None)  # fmt: skip
+    (gpu,) = SystemMonitor(nvml=nvml).sample().gpus
+    assert (gpu.util, gpu.mem_used, gpu.mem_total, gpu.temperature, gpu.power_w) == (
+        None, None, None, None, None,
+    )  # fmt: skip
+    assert gpu.name == "unknown GPU"
 
 
 def test_format_helpers():

@@ -32,6 +32,7 @@ import re
 import threading
 import time
 from array import array
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -64,6 +65,12 @@ MAX_POINTS = 200_000
 DEFAULT_SMOOTHING = 0.9
 SMOOTHING_STEPS = (0.0, 0.6, DEFAULT_SMOOTHING, 0.99)
 """EMA weights the app cycles through (0 = raw values)."""
+NOISY = frozenset({"loss", "ips"})
+"""Per-step series that EMA smoothing applies to; the others are schedules (lr) or
+sparse evaluations (val loss, kNN, linear) that smoothing would bend."""
+NOTES_MAX = 2000
+"""Non-step events a summary keeps for the log pane."""
+TERMINAL = ("run_finished", "run_stopped", "run_failed")
 
 _NON_STEP = re.compile(rb'"kind"\s*:\s*"(?!step")')
 
@@ -188,6 +195,20 @@ class Series:
         if len(self.value) > MAX_POINTS:
             self._thin()
 
+    def truncate_after(self, step: float) -> None:
+        """Forget points after ``step`` (a resume redoes that work); the EMA goes on from
+        the last point kept."""
+        keep = len(self.step)
+        while keep and self.step[keep - 1] > step:
+            keep -= 1
+        if keep == len(self.step):
+            return
+        for name in ("step", "epoch", "time", "value", "smooth"):
+            del getattr(self, name)[keep:]
+        self._avg = self.smooth[-1] if keep else math.nan
+        self._other = None
+        self.version += 1
+
     def x(self, axis: str) -> array:
         return {"step": self.step, "epoch": self.epoch, "time": self.time}[axis]
 
@@ -253,6 +274,8 @@ class RunSummary:
     ips: float | None = None
     knn: float | None = None
     linear: float | None = None
+    linear_split: str = ""
+    """Which split ``linear`` is on: "test" where the run has one, else "val"."""
     created: float | None = None
     started: float | None = None
     ended: float | None = None
@@ -260,12 +283,21 @@ class RunSummary:
     resumed: bool = False
     events: int = 0
     version: int = 0
+    trained: float = 0.0
+    """Seconds of training in finished segments (a resume starts a new segment)."""
+    notes: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=NOTES_MAX))
+    """The latest non-step events, for a log pane (:func:`sslterm.runs.follow.describe`)."""
+    noted: int = 0
+    """How many notes were ever added; with ``generation``, what a pane has not shown yet."""
+    generation: int = 0
+    """Bumped when the log was replaced and the summary started over."""
     series: dict[str, Series] = field(default_factory=lambda: {k: Series() for k in METRICS})
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     """Held while updating; hold it to read series from another thread."""
     _reader: EventReader | None = field(default=None, repr=False)
     _status_sig: tuple[int, int] | None = field(default=None, repr=False)
     _t0: float | None = field(default=None, repr=False)
+    _segment: float | None = field(default=None, repr=False)
 
     @property
     def id(self) -> str:
@@ -276,13 +308,19 @@ class RunSummary:
         return self.state in ACTIVE
 
     def duration(self, now: float | None = None) -> float | None:
-        """Seconds from start to end (or to now while the run lives)."""
-        if self.started is None:
-            return None
-        end = self.ended
-        if end is None:
-            end = (now or time.time()) if self.alive else self.last_event
-        return None if end is None else max(0.0, end - self.started)
+        """Seconds of training over every start and resume (to now while the run lives);
+        from status.json's start and end while the log has no ``run_started``."""
+        if self._segment is None and not self.trained:
+            if self.started is None:
+                return None
+            end = self.ended
+            if end is None:
+                end = (now or time.time()) if self.alive else self.last_event
+            return None if end is None else max(0.0, end - self.started)
+        if self._segment is None:
+            return self.trained
+        end = (now or time.time()) if self.alive else self.last_event
+        return self.trained + max(0.0, (end or self._segment) - self._segment)
 
     def update(self, events: bool = True) -> bool:
         """Read what changed since the last call (``events=False``: status only, which is
@@ -321,14 +359,10 @@ class RunSummary:
         if self._reader is None:
             self._reader = EventReader(path)
         reader = self._reader
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            return False
-        if reader.offset == st.st_size and reader._inode == st.st_ino:
+        if not reader.has_new():
             return False
         restarts = reader.restarts
-        if reader.offset == 0 and st.st_size > SAMPLE_BYTES:
+        if reader.offset == 0 and _size(path) > SAMPLE_BYTES:
             events = self._open_sampled(path)
         else:
             events = [(e, 1.0) for e in reader.read_new()]
@@ -343,12 +377,13 @@ class RunSummary:
         """The log was replaced (a resume rewrote it): forget what was read from it."""
         reader = EventReader(self.run.events)
         fresh = RunSummary(self.run)
-        keep = {"run", "state", "error", "profile", "started", "ended", "version", "lock"}
-        keep.add("_status_sig")
+        keep = {"run", "state", "error", "profile", "created", "started", "ended", "version"}
+        keep |= {"lock", "_status_sig"}
+        generation = self.generation + 1
         for name in self.__dataclass_fields__:
             if name not in keep:
                 setattr(self, name, getattr(fresh, name))
-        self._reader = reader
+        self._reader, self.generation = reader, generation
 
     def _open_sampled(self, path: Path) -> list[tuple[dict[str, Any], float]]:
         """Read a long log quickly: all non-step events, the tail in full, and older
@@ -381,8 +416,7 @@ class RunSummary:
                     if event is None:
                         continue
                     out.append((event, lines[start]))
-        reader.offset = tail
-        reader._inode = ino
+        reader.skip_to(tail, ino)
         out.extend((e, 1.0) for e in reader.read_new())
         return out
 
@@ -390,10 +424,21 @@ class RunSummary:
         kind = e.get("kind")
         t = _finite(e.get("t"))
         self.events += 1
+        if kind != "step":
+            self.notes.append(e)
+            self.noted += 1
+        if kind == "run_started":
+            self._close_segment(self.last_event)  # a start without an end: killed
+            self._segment = t
         if t is not None:
             self.last_event = t
             if self._t0 is None:
                 self._t0 = t
+        if kind in TERMINAL:
+            self._close_segment(t)
+        if kind == "run_resumed":
+            self._resume_from(e)
+            return
         if kind == "run_started":
             self.epochs = e.get("epochs") or self.epochs
             self.steps_per_epoch = e.get("steps_per_epoch") or self.steps_per_epoch
@@ -426,40 +471,82 @@ class RunSummary:
                 self.last_loss = v
             elif name in ("lr", "ips", "knn", "linear"):
                 setattr(self, name, v)
+        if kind == "probe" and _linear(e)[0] is not None:
+            self.linear_split = _linear(e)[1]
         if kind == "epoch" and _finite(e.get("ips")) is not None:
             self.ips = _finite(e.get("ips"))
         if kind == "run_failed":
             self.error = str(e.get("error") or self.error)
             self.traceback = str(e.get("traceback") or "")
         elif kind == "run_finished":
-            results = e.get("results")
-            if isinstance(results, dict):
-                for name, keys in (
-                    ("linear", ("linear_val_top1", "val_top1", "test_top1")),
-                    ("knn", ("knn_top1",)),
-                ):
-                    v = _finite(_first(results, *keys))
-                    if v is not None:
-                        setattr(self, name, v)
+            final = final_accuracies(e.get("results"))
+            if final["linear"] is not None:
+                self.linear, self.linear_split = final["linear"], final["linear_split"]
+            if final["knn"] is not None:
+                self.knn = final["knn"]
+
+    def _close_segment(self, end: float | None) -> None:
+        if self._segment is not None and end is not None:
+            self.trained += max(0.0, end - self._segment)
+        self._segment = None
+
+    def _resume_from(self, e: dict[str, Any]) -> None:
+        """``run_resumed``: the work after the checkpoint's step is done again, so the
+        points logged after it are superseded by the ones that follow."""
+        step = _finite(e.get("step"))
+        if step is None:
+            return
+        for series in self.series.values():
+            series.truncate_after(step)
+        self.step = int(step)
+        epoch = _finite(e.get("epoch"))
+        if epoch is not None:
+            self.epoch = int(epoch)
+        for name in ("knn", "linear", "lr", "ips"):
+            values = self.series[name].value
+            setattr(self, name, values[-1] if values else None)
+        losses = self.series["loss"].value
+        self.last_loss = losses[-1] if losses else None
+
+
+def final_accuracies(results: Any) -> dict[str, Any]:
+    """The final linear-eval (test top-1 where there is a test split, else val) and kNN
+    top-1 from ``results.json`` as ``build_results`` writes it (also the ``results`` of
+    ``run_finished``); None where missing."""
+    final = results.get("final") if isinstance(results, dict) else None
+    final = final if isinstance(final, dict) else {}
+    linear = final.get("linear_eval") if isinstance(final.get("linear_eval"), dict) else {}
+    knn = final.get("knn") if isinstance(final.get("knn"), dict) else {}
+    value, split = _linear(linear)
+    return {"linear": value, "linear_split": split, "knn": _finite(knn.get("val_top1"))}
+
+
+def _linear(record: dict[str, Any]) -> tuple[float | None, str]:
+    """Linear-eval top-1 and its split: test where there is one, else val."""
+    for split in ("test", "val"):
+        value = _finite(record.get(f"{split}_top1"))
+        if value is not None:
+            return value, split
+    return None, ""
 
 
 def _metrics(kind: Any, e: dict[str, Any]) -> list[tuple[str, Any]]:
-    """(series name, value) pairs an event adds to the charts."""
+    """(series name, value) pairs an event adds to the charts; linear eval is on the
+    test split where the run has one (the number a result is quoted by)."""
     if kind == "step":
         return [("loss", e.get("loss")), ("lr", e.get("lr")), ("ips", e.get("ips"))]
     if kind == "val":
         return [("val_loss", e.get("loss")), ("knn", e.get("knn_top1"))]
     if kind == "probe":
-        acc = e.get("val_top1") if e.get("val_top1") is not None else e.get("test_top1")
-        return [("linear", acc)]
+        return [("linear", _linear(e)[0])]
     return []
 
 
-def _first(d: dict[str, Any], *keys: str) -> Any:
-    for key in keys:
-        if d.get(key) is not None:
-            return d[key]
-    return None
+def _size(path: Path) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _loads(line: bytes) -> dict[str, Any] | None:
@@ -511,10 +598,10 @@ class RunIndex:
         return changed, removed
 
     def ordered(self) -> list[RunSummary]:
-        """Newest first (by start time, else creation time: a queued run is new)."""
+        """Newest first by creation (a resume does not move a run to the top)."""
         return sorted(
             self.runs.values(),
-            key=lambda s: (s.started or s.created or 0.0, _stamp(s.id)),
+            key=lambda s: (s.created or s.started or 0.0, _stamp(s.id)),
             reverse=True,
         )
 

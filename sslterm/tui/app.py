@@ -26,7 +26,11 @@ from sslterm.runs.summary import SMOOTHING_STEPS, X_AXES, RunIndex
 from sslterm.tui.screens.runs import RunsScreen
 
 if TYPE_CHECKING:
+    from sslterm.tui.screens.composer import ComposerScreen
     from sslterm.tui.system import SystemMonitor
+
+ENV_CHECK_DELAY = 0.6
+"""Seconds the composer waits after the last keystroke before checking data paths."""
 
 
 def _lazy(module: str, name: str) -> Callable[[], Screen]:
@@ -71,7 +75,10 @@ class SSLTermApp(App):
         *,
         poll_interval: float = 1.0,
         system_monitor: SystemMonitor | None = None,
+        env_check_delay: float | None = ENV_CHECK_DELAY,
     ) -> None:
+        """``env_check_delay``: see :data:`ENV_CHECK_DELAY`; None turns the composer's data
+        path and encoder checks off (a launch still makes them)."""
         super().__init__()
         self.index = RunIndex(output_dir)
         self.output_dir = Path(output_dir)
@@ -86,6 +93,9 @@ class SSLTermApp(App):
         self.want_selected: str | None = None
         """A run id the runs view should highlight once it appears (after a launch)."""
         self._polling = False
+        self.env_check_delay = env_check_delay
+        self.composer: ComposerScreen | None = None
+        """The composer, once it was opened (it keeps its document across views)."""
 
     def on_mount(self) -> None:
         self.set_interval(self.poll_interval, self.poll)
@@ -135,6 +145,24 @@ class SSLTermApp(App):
 
     def cycle_axis(self) -> None:
         self.axis = X_AXES[(X_AXES.index(self.axis) + 1) % len(X_AXES)]
+
+    async def action_quit(self) -> None:
+        """Quit, after asking when the composer holds unsaved changes."""
+        composer = self.composer
+        if composer is None or not composer.dirty:
+            await super().action_quit()
+            return
+        from sslterm.tui.screens.dialogs import ConfirmScreen
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.exit()
+
+        if not isinstance(self.screen, ConfirmScreen):
+            self.push_screen(
+                ConfirmScreen(f"Quit? The profile {composer.display_path} has unsaved changes."),
+                answer,
+            )
 
     def action_toggle_keys(self) -> None:
         if self.screen.query("HelpPanel"):

@@ -1,16 +1,21 @@
 """Machine load for the system panel: per-GPU through NVML, CPU and RAM through psutil.
 
 UI-free. NVML is optional: without a driver or a GPU the sampler reports no GPUs
-and says why, never raises.
+and says why, never raises. Every per-GPU reading is optional on its own: under MIG
+NVML answers NotSupported for utilisation (and may for others), which leaves that
+field empty, not the whole GPU unavailable.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -18,10 +23,18 @@ class GpuSample:
     index: int
     name: str
     util: float | None
-    mem_used: int
-    mem_total: int
+    mem_used: int | None
+    mem_total: int | None
     temperature: int | None = None
     power_w: float | None = None
+
+
+def _optional(read: Callable[[], T]) -> T | None:
+    """One NVML reading, or None where this GPU (a MIG slice, an old board) has none."""
+    try:
+        return read()
+    except Exception:  # noqa: BLE001 - NVMLError_NotSupported and kin: leave the field empty
+        return None
 
 
 @dataclass(frozen=True)
@@ -38,7 +51,9 @@ class SystemSample:
 class SystemMonitor:
     """Samples on demand; NVML is initialised once, on the first sample."""
 
-    def __init__(self) -> None:
+    def __init__(self, nvml: Any = None) -> None:
+        """``nvml``: the NVML module to use (default: pynvml, imported on first sample)."""
+        self._module = nvml
         self._nvml: Any = None
         self._note = ""
         self._tried = False
@@ -47,13 +62,14 @@ class SystemMonitor:
     def _init_nvml(self) -> None:
         self._tried = True
         try:
-            import pynvml
-
-            pynvml.nvmlInit()
+            nvml = self._module
+            if nvml is None:
+                import pynvml as nvml
+            nvml.nvmlInit()
         except Exception as exc:  # noqa: BLE001 - any NVML failure means "no GPU here"
             self._note = f"no GPU ({type(exc).__name__}: {exc})".strip()
             return
-        self._nvml = pynvml
+        self._nvml = nvml
 
     def gpus(self) -> list[GpuSample]:
         if not self._tried:
@@ -70,28 +86,10 @@ class SystemMonitor:
         for i in range(count):
             try:
                 h = nv.nvmlDeviceGetHandleByIndex(i)
-                name = nv.nvmlDeviceGetName(h)
-                mem = nv.nvmlDeviceGetMemoryInfo(h)
-                util = nv.nvmlDeviceGetUtilizationRates(h).gpu
             except Exception as exc:  # noqa: BLE001 - a lost GPU is shown, not raised
-                out.append(GpuSample(i, f"unavailable: {exc}", None, 0, 0))
+                out.append(GpuSample(i, f"unavailable: {exc}", None, None, None))
                 continue
-            temp = power = None
-            with contextlib.suppress(Exception):
-                temp = nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)
-            with contextlib.suppress(Exception):
-                power = nv.nvmlDeviceGetPowerUsage(h) / 1000.0
-            out.append(
-                GpuSample(
-                    i,
-                    name.decode() if isinstance(name, bytes) else str(name),
-                    float(util),
-                    int(mem.used),
-                    int(mem.total),
-                    temp,
-                    power,
-                )
-            )
+            out.append(_gpu_sample(nv, i, h))
         if not out and not self._note:
             self._note = "no GPU (NVML found none)"
         return out
@@ -118,3 +116,20 @@ class SystemMonitor:
             with contextlib.suppress(Exception):
                 self._nvml.nvmlShutdown()
             self._nvml = None
+
+
+def _gpu_sample(nv: Any, index: int, h: Any) -> GpuSample:
+    """Whatever this GPU reports; each missing reading is None."""
+    name = _optional(lambda: nv.nvmlDeviceGetName(h))
+    mem = _optional(lambda: nv.nvmlDeviceGetMemoryInfo(h))
+    util = _optional(lambda: float(nv.nvmlDeviceGetUtilizationRates(h).gpu))
+    power = _optional(lambda: nv.nvmlDeviceGetPowerUsage(h) / 1000.0)
+    return GpuSample(
+        index,
+        name.decode() if isinstance(name, bytes) else str(name or "unknown GPU"),
+        util,
+        None if mem is None else int(mem.used),
+        None if mem is None else int(mem.total),
+        _optional(lambda: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)),
+        power,
+    )

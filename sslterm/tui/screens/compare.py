@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -23,6 +24,24 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 METRIC_KEYS = tuple(METRICS)
+PATH_KEYS = (
+    ("data", "root"),
+    ("data", "class_list"),
+    ("launch", "output_dir"),
+    ("launch", "accelerate_config"),
+)
+"""Profile keys that hold paths: ``./runs`` and ``runs`` name one folder."""
+
+
+def normalise_paths(profile: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``profile`` whose path keys are written one way (so compare lists only
+    real differences); empty values mean "not set" and stay empty."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in profile.items()}
+    for section, key in PATH_KEYS:
+        value = out.get(section, {}).get(key) if isinstance(out.get(section), dict) else None
+        if isinstance(value, str) and value:
+            out[section][key] = os.path.normpath(value)
+    return out
 
 
 class CompareScreen(Screen):
@@ -111,7 +130,7 @@ class CompareScreen(Screen):
         if len(picked) < 2:
             title.update("Pick two or more runs (space) to see the profile keys that differ.")
             return
-        diff = differing_keys([self._profile(r) for r in picked])
+        diff = differing_keys([normalise_paths(self._profile(r)) for r in picked])
         title.update(
             f"{len(diff)} profile key{'s' if len(diff) != 1 else ''} differ"
             if diff

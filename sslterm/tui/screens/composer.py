@@ -4,11 +4,17 @@ Every edit changes one key of the document (comments and layout stay), then the
 whole text is validated with the loader the CLI uses, so the error shown next to
 the field is the CLI's own line (``file:line: key: message``). The preview is
 exactly the text that Save writes (line numbers match the error's).
+
+Data paths and the encoder need torch-side checks: once the text validates, the
+launcher's own check runs in a child process (:mod:`sslterm.tui.checks`) once typing
+pauses for the app's ``env_check_delay``, so a bad ``data.root`` is marked before
+launch, on ``data.root``.
 """
 
 from __future__ import annotations
 
 import tempfile
+from functools import partial
 from pathlib import Path
 
 from rich.syntax import Syntax
@@ -17,15 +23,23 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, Static
+from textual.worker import get_current_worker
 from tomlkit.toml_document import TOMLDocument
 
 from sslterm.errors import ProfileError, UserError
 from sslterm.profile import edit
 from sslterm.profile.load import validate_text
+from sslterm.profile.schema import Profile
 from sslterm.tui.screens.dialogs import ConfirmScreen, PathPrompt, ProfilePicker
 from sslterm.tui.widgets.modebar import ModeBar
 from sslterm.tui.widgets.profile_form import FieldChanged, FieldEditor, FieldTable
+
+
+def environment_key(profile: Profile) -> str:
+    """What the environment check depends on: a new check only when this changes."""
+    return f"{profile.data.model_dump_json()}|{profile.model.encoder}"
 
 
 class ComposerScreen(Screen):
@@ -38,7 +52,7 @@ class ComposerScreen(Screen):
         Binding("ctrl+t", "save_as", "Save as"),
         Binding("ctrl+l", "launch", "Launch"),
         Binding("ctrl+g", "enqueue", "Queue"),
-        Binding("ctrl+y", "toggle_preview", "TOML"),
+        Binding("ctrl+y", "toggle_preview", "TOML", show=False),  # (footer: 80 columns)
         Binding("ctrl+j", "goto_error", "Go to error", show=False),
     ]
 
@@ -51,6 +65,11 @@ class ComposerScreen(Screen):
         self.dirty = False
         self.error: ProfileError | None = None
         self.launching = False
+        self.env_key = ""
+        """The data/encoder settings last sent to (or answered by) the environment check."""
+        self.env_error: ProfileError | None = None
+        self.env_checking = False
+        self._env_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield ModeBar("composer")
@@ -66,6 +85,7 @@ class ComposerScreen(Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        self.app.composer = self
         self._refresh()
         self._edit_selected()
 
@@ -144,14 +164,27 @@ class ComposerScreen(Screen):
             self._refresh()
 
     def validate(self) -> ProfileError | None:
+        """The schema check (the environment check's answer comes later, in a worker)."""
+        return self._validate()[0]
+
+    def _validate(self) -> tuple[ProfileError | None, Profile | None]:
         try:
-            validate_text(self.text, self.display_path)
+            return None, validate_text(self.text, self.display_path)
         except ProfileError as exc:
-            return exc
-        return None
+            return exc, None
 
     def _refresh(self) -> None:
-        self.error = self.validate()
+        error, profile = self._validate()
+        delay = self.app.env_check_delay
+        if profile is not None and delay is not None and self.text:
+            key = environment_key(profile)
+            if key != self.env_key:
+                self.env_key, self.env_error, self.env_checking = key, None, True
+                if self._env_timer is not None:
+                    self._env_timer.stop()
+                self._env_timer = self.set_timer(delay, partial(self._start_env_check, self.text))
+            error = self.env_error
+        self.error = error
         self._show_error(self.error)
         text = self.text
         self.query_one("#toml", Static).update(
@@ -163,6 +196,26 @@ class ComposerScreen(Screen):
         )
         self.query_one(ModeBar).note = where
 
+    def _start_env_check(self, text: str) -> None:
+        """Check ``text`` as it was when scheduled: it passed the schema check (what the
+        user typed since may not have, and has its own check scheduled if it matters)."""
+        self._check_environment(text, self.display_path, self.env_key)
+
+    @work(thread=True, group="env-check", exclusive=True)
+    def _check_environment(self, text: str, shown: str, key: str) -> None:
+        from sslterm.tui.checks import check_environment
+
+        worker = get_current_worker()
+        error = check_environment(text, shown, lambda: worker.is_cancelled)
+        if not worker.is_cancelled:
+            self.app.call_from_thread(self._env_checked, key, error)
+
+    def _env_checked(self, key: str, error: ProfileError | None) -> None:
+        if key != self.env_key:
+            return  # the settings changed meanwhile: a newer check is on its way
+        self.env_error, self.env_checking = error, False
+        self._refresh()
+
     def _show_error(self, err: UserError | None) -> None:
         """Each problem's message goes on its field's row; the first one's full line
         goes under its editor and above the preview (where keys that are not form
@@ -173,7 +226,9 @@ class ComposerScreen(Screen):
         mine = next((p for p in problems if spec and p.key == spec.key), None)
         self.editor.set_error(str(mine) if mine else None)
         status = self.query_one("#validation", Static)
-        if err is None:
+        if err is None and self.env_checking:
+            status.update("✓ valid so far; checking data paths and encoder… — TOML to be saved:")
+        elif err is None:
             status.update("✓ valid — TOML to be saved:")
         else:
             more = problems[1:]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Horizontal
+from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
@@ -23,22 +23,35 @@ CHARTS = (
     ("chart-ips", "throughput (img/s)", (("ips", ""),)),
     ("chart-acc", "accuracy %", (("knn", "kNN"), ("linear", "linear"))),
 )
+SECONDARY = ("chart-lr", "chart-ips")
+"""Charts dropped when there is room for one row only (loss and accuracy stay)."""
+CHART_ROWS = 7
+"""Height a chart needs for its title, a plot, tick labels and the axis name."""
+
+
+class ChartGrid(Grid):
+    """Two rows of charts, or one when two would be squashed (a short terminal, an
+    error banner): squashed charts draw titles and tick labels over each other."""
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.set_class(event.size.height < 2 * CHART_ROWS, "-one-row")
 
 
 class RunsScreen(Screen):
     """Keys act on the highlighted run; charts and log follow the highlight."""
 
+    # the footer shows what fits in 80 columns; '?' and the palette list every key
     BINDINGS = [
         Binding("s", "stop", "Stop"),
         Binding("k", "kill", "Kill"),
         Binding("r", "resume", "Resume"),
-        Binding("d", "delete", "Delete"),
-        Binding("a", "again", "Again…"),
+        Binding("d", "delete", "Delete", show=False),
+        Binding("a", "again", "Again…", show=False),
         Binding("space", "mark", "Mark"),
-        Binding("c", "compare", "Compare"),
+        Binding("c", "compare", "Compare", show=False),
         Binding("e", "toggle_ema", "EMA"),
         Binding("x", "cycle_axis", "X-axis"),
-        Binding("l", "toggle_log", "Log"),
+        Binding("l", "toggle_log", "Log", show=False),
     ]
 
     _banner = ""
@@ -48,9 +61,12 @@ class RunsScreen(Screen):
         yield RunsTable(id="runs")
         yield Static(id="error-banner")
         with Horizontal(id="detail"):
-            with Grid(id="charts"):
-                for chart_id, title, _ in CHARTS:
-                    yield MetricChart(title, id=chart_id)
+            with Vertical(id="chart-pane"):
+                yield Static(id="chart-state")
+                with ChartGrid(id="charts"):
+                    for chart_id, title, _ in CHARTS:
+                        secondary = "secondary" if chart_id in SECONDARY else None
+                        yield MetricChart(title, id=chart_id, classes=secondary)
             yield LogTail(id="log")
         yield Footer(compact=True)
 
@@ -87,6 +103,7 @@ class RunsScreen(Screen):
         else:
             self._update_banner()
             self._update_note()
+            self.query_one(LogTail).show_notes()
 
     @on(DataTable.RowHighlighted, "#runs")
     def _highlighted(self) -> None:
@@ -99,7 +116,10 @@ class RunsScreen(Screen):
             self.query_one(f"#{chart_id}", MetricChart).show(
                 lines, self.app.axis, self.app.smoothing
             )
-        self.query_one(LogTail).follow(s.run.stdout if s else None)
+        self.query_one(LogTail).follow(s)
+        self.query_one("#chart-state", Static).update(
+            f"x: {self.app.axis} · {self.app.ema_label} on loss and img/s"
+        )
         self._update_banner()
         self._update_note()
 

@@ -8,7 +8,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from sslterm.tui import format as fmt
-from sslterm.tui.system import SystemSample
+from sslterm.tui.system import GpuSample, SystemSample
 from sslterm.tui.widgets.modebar import ModeBar
 
 
@@ -49,12 +49,11 @@ class SystemScreen(Screen):
         table = self.query_one("#gpus", DataTable)
         table.clear()
         for g in s.gpus:
-            frac = g.mem_used / g.mem_total if g.mem_total else 0.0
             table.add_row(
                 str(g.index),
                 g.name,
                 "—" if g.util is None else f"{fmt.bar(g.util / 100, 10)} {g.util:3.0f}%",
-                f"{fmt.bar(frac, 10)} {fmt.size(g.mem_used)} / {fmt.size(g.mem_total)}",
+                _memory(g),
                 "—" if g.temperature is None else f"{g.temperature}°C",
                 "—" if g.power_w is None else f"{g.power_w:.0f} W",
             )
@@ -66,3 +65,9 @@ class SystemScreen(Screen):
             f"  (load {s.load[0]:.2f} {s.load[1]:.2f} {s.load[2]:.2f})\n"
             f"RAM  {fmt.bar(ram)} {fmt.size(s.ram_used)} / {fmt.size(s.ram_total)}"
         )
+
+
+def _memory(g: GpuSample) -> str:
+    if g.mem_used is None or not g.mem_total:
+        return "—"
+    return f"{fmt.bar(g.mem_used / g.mem_total, 10)} {fmt.size(g.mem_used)} / {fmt.size(g.mem_total)}"

@@ -1,4 +1,5 @@
-"""A log pane that tails a run's stdout.log from a byte offset."""
+"""The log pane: a run's progress lines (epoch, val, probe, checkpoint, messages, as
+``sslterm follow`` prints them) and the tail of its stdout.log, wrapped to the pane."""
 
 from __future__ import annotations
 
@@ -6,8 +7,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.errors import MarkupError
+from rich.text import Text
 from textual import work
-from textual.widgets import Log
+from textual.widgets import RichLog
+
+from sslterm.runs.follow import describe
+from sslterm.runs.summary import RunSummary
 
 FIRST_READ = 64 << 10
 """Bytes read from the end when a log is first shown (a long log is not loaded whole)."""
@@ -41,33 +47,81 @@ class _Tail:
         return data[:end].decode("utf-8", errors="replace")
 
 
-class LogTail(Log):
-    """Call :meth:`follow` with a path, then :meth:`poll` on a timer."""
+def note_text(event: dict) -> Text | None:
+    """An event as the headless follower prints it (its own formatting, reused); log
+    messages are shown as written, never read as markup."""
+    try:
+        message = describe(event)
+    except (KeyError, TypeError, ValueError):  # a field missing or of the wrong type
+        return None
+    if not message:
+        return None
+    if event.get("kind") == "log":
+        return Text(message)
+    try:
+        return Text.from_markup(message)
+    except MarkupError:
+        return Text(message)
+
+
+def stdout_lines(text: str) -> list[str]:
+    """Complete lines of new stdout text; a progress bar redrawn with \\r shows its last state."""
+    return [line.rstrip("\r").rsplit("\r", 1)[-1] for line in text[:-1].split("\n")]
+
+
+class LogTail(RichLog):
+    """Call :meth:`follow` with a run's summary, then :meth:`poll` on a timer."""
 
     DEFAULT_CSS = "LogTail { border: round $panel; }"
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(max_lines=5000, auto_scroll=True, id=id)
+        super().__init__(max_lines=5000, min_width=10, wrap=True, auto_scroll=True, id=id)
         self._tail: _Tail | None = None
+        self._summary: RunSummary | None = None
+        self._shown: tuple[int, int] = (0, 0)
+        """(generation, notes) of the summary already written."""
 
     @property
     def path(self) -> Path | None:
         return self._tail.path if self._tail else None
 
-    def follow(self, path: Path | None) -> None:
-        if path == self.path:
+    def follow(self, summary: RunSummary | None) -> None:
+        if summary is self._summary:
             return
-        self._tail = _Tail(path) if path else None
+        self._summary = summary
+        self._tail = _Tail(summary.run.stdout) if summary else None
+        self._shown = (summary.generation, 0) if summary else (0, 0)
         self.clear()
-        self.border_title = f"log: {path.parent.name}/{path.name}" if path else "log"
+        self.border_title = f"log: {summary.id}" if summary else "log"
         self.poll()
 
     def poll(self) -> None:
+        if not self.screen.is_current:
+            return
+        self.show_notes()
         tail = self._tail
-        if tail is None or tail.busy or not self.screen.is_current:
+        if tail is None or tail.busy:
             return
         tail.busy = True
         self._read(tail)
+
+    def show_notes(self) -> None:
+        """Write the run's progress lines not written yet (cheap: call on every poll)."""
+        s = self._summary
+        if s is None or not self.screen.is_current:
+            return
+        with s.lock:
+            generation, done = self._shown
+            if generation != s.generation:  # the log was replaced: both from the start
+                self.clear()
+                self._tail = _Tail(s.run.stdout)
+                done = 0
+            new = list(s.notes)[len(s.notes) - min(len(s.notes), s.noted - done) :]
+            self._shown = (s.generation, s.noted)
+        for event in new:
+            text = note_text(event)
+            if text is not None:
+                self.write(text)
 
     @work(thread=True, group="log-tail")
     def _read(self, tail: _Tail) -> None:
@@ -80,6 +134,5 @@ class LogTail(Log):
 
     def _append(self, tail: _Tail, text: str) -> None:
         if tail is self._tail:
-            # progress bars redraw with \r: show the last state of each line
-            lines = text[:-1].split("\n")
-            self.write_lines(line.rstrip("\r").rsplit("\r", 1)[-1] for line in lines)
+            for line in stdout_lines(text):
+                self.write(Text(line, style="dim"))

@@ -47,7 +47,7 @@ def help_text(spec: FieldSpec) -> str:
 class FieldTable(DataTable):
     """One row per field; the value column shows what the file sets (blank: default)."""
 
-    BINDINGS = [Binding("enter", "edit", "Edit field")]
+    BINDINGS = [Binding("enter", "edit", "Edit field", show=False)]
 
     class EditRequested(Message):
         pass

@@ -21,8 +21,8 @@ COLUMNS = (
     ("knn", "kNN"),
     ("linear", "linear"),
     ("ips", "img/s"),
-    ("started", "started"),
-    ("duration", "duration"),
+    ("created", "created"),
+    ("duration", "trained"),
 )
 
 STATE_STYLE = {
@@ -35,8 +35,20 @@ STATE_STYLE = {
 }
 
 
-def cells(s: RunSummary, marked: bool, now: float | None = None) -> dict[str, object]:
-    """A run's row as column key -> cell."""
+def linear_header(runs: list[RunSummary]) -> str:
+    """The linear column names its split when every run with a number has the same one;
+    otherwise each cell names its own (see :func:`cells`)."""
+    splits = {s.linear_split for s in runs if s.linear is not None}
+    return f"linear {splits.pop()}" if len(splits) == 1 else "linear"
+
+
+def cells(
+    s: RunSummary, marked: bool, now: float | None = None, split_in_cell: bool = False
+) -> dict[str, object]:
+    """A run's row as column key -> cell; ``duration`` is training time over every resume."""
+    linear = fmt.percent(s.linear)
+    if split_in_cell and s.linear is not None:
+        linear = f"{linear} {s.linear_split}"
     return {
         "mark": "●" if marked else " ",
         "run": s.id,
@@ -45,9 +57,9 @@ def cells(s: RunSummary, marked: bool, now: float | None = None) -> dict[str, ob
         "epoch": fmt.epochs(s.epoch, s.epochs),
         "loss": fmt.number(s.last_loss),
         "knn": fmt.percent(s.knn),
-        "linear": fmt.percent(s.linear),
+        "linear": linear,
         "ips": fmt.rate(s.ips),
-        "started": fmt.started(s.started),
+        "created": fmt.started(s.created or s.started),
         "duration": fmt.duration(s.duration(now)),
     }
 
@@ -67,6 +79,7 @@ class RunsTable(DataTable):
         self._drawn: dict[str, int] = {}
         self._cells: dict[str, dict[str, object]] = {}
         self._widths: dict[str, int] = {}
+        self._labels: dict[str, str] = dict(COLUMNS)
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
@@ -83,7 +96,7 @@ class RunsTable(DataTable):
     def _build(self, ids: list[str], widths: dict[str, int]) -> None:
         keep = self.selected
         self.clear(columns=True)
-        for key, label in COLUMNS:
+        for key, label in self._labels.items():
             self.add_column(label, key=key, width=widths.get(key, len(label)))
         for rid in ids:
             row = self._cells[rid]
@@ -97,11 +110,16 @@ class RunsTable(DataTable):
         clocks of live runs; a rebuild when runs came or went or a column must grow."""
         now = now or time.time()
         ids = [s.id for s in ordered]
+        header = linear_header(ordered)
+        relabel = header != self._labels["linear"]
+        if relabel:
+            self._labels["linear"] = header
+            self._drawn.clear()
         changed: list[str] = []
         for s in ordered:
             if self._drawn.get(s.id) != s.version or s.id not in self._cells:
                 self._drawn[s.id] = s.version
-                self._cells[s.id] = cells(s, s.id in marked, now)
+                self._cells[s.id] = cells(s, s.id in marked, now, header == "linear")
                 changed.append(s.id)
             elif s.alive:
                 self._cells[s.id]["duration"] = fmt.duration(s.duration(now))
@@ -111,10 +129,11 @@ class RunsTable(DataTable):
             self._drawn.pop(gone, None)
         widths = {
             key: max([len(label), *(len(str(self._cells[r][key])) for r in ids)])
-            for key, label in COLUMNS
+            for key, label in self._labels.items()
         }
         current = [str(k.value) for k in self.rows]
-        if ids != current or any(widths[k] > self._widths.get(k, 0) for k in widths):
+        grown = any(widths[k] > self._widths.get(k, 0) for k in widths)
+        if relabel or ids != current or grown:
             self._build(ids, widths)
             return
         for rid in changed:
