@@ -4,7 +4,9 @@ ResNet-18 with the small-input stem, bf16 autocast, batch 512, on CIFAR-10 from
 the image-folder tarball. For each path: images/s (each image = two views),
 seconds per CIFAR-10 epoch (45,000 training images after the 90/10 split), peak
 GPU memory, and an MFU estimate from a FLOP count of one training step
-(torch.utils.flop_counter) against the card's dense bf16 peak.
+(torch.utils.flop_counter) against the card's dense bf16 peak. The timed steps are one
+epoch of at most ``--steps`` (CIFAR-10 at batch 512 has 87), and every figure divides
+by the steps that ran.
 
     tar xzf cifar10-jpeg.tar.gz -C /tmp/cifar10
     python benchmarks/bench_gpu.py --data /tmp/cifar10            # ~3-6 minutes on an H100
@@ -16,6 +18,8 @@ CPU, to check the script itself.
 from __future__ import annotations
 
 import argparse
+import gc
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -54,6 +58,7 @@ base_lr = 0.175
 precision = "{args.precision}"
 channels_last = true
 compile = {str(compile_).lower()}
+warmup_epochs = 1
 max_steps_per_epoch = {args.steps + args.warmup}
 log_every = 50
 val_interval = 0
@@ -67,63 +72,71 @@ output_dir = "{out}"
 
 
 def step_flops(trainer) -> float:  # noqa: ANN001
-    """FLOPs of one forward + backward, counted on the eager encoder (compile changes no FLOPs)."""
+    """FLOPs of one forward + backward, counted eagerly (compile changes no FLOPs)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = trainer.acc.unwrap_model(trainer.model)
-    encoder = model.encoder
-    model.encoder = getattr(encoder, "_orig_mod", encoder)
-    try:
-        x1, x2, y = next(trainer.epoch_batches(0, 0))
-        with FlopCounterMode(display=False) as counter:
-            with trainer.acc.autocast():
-                out = trainer.model(x1, x2, y)
-            out["loss"].backward()
-    finally:
-        model.encoder = encoder
+    x1, x2, y = next(trainer.epoch_batches(0, 0))
+    with torch.compiler.set_stance("force_eager"), FlopCounterMode(display=False) as counter:
+        with trainer.acc.autocast():
+            out = trainer.model(x1, x2, y)
+        out["loss"].backward()
     trainer.opt.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())
 
 
-def measure(args: argparse.Namespace, path: str) -> dict[str, float]:
-    """Time one data path: ``cpu``, ``gpu``, or either with ``+compile``."""
+def timed_steps(args: argparse.Namespace, path: str, tmp: Path) -> dict[str, float]:
+    """Warm up, then time one epoch of at most ``args.steps`` steps; the figures divide by
+    the steps that ran (an epoch may hold fewer, e.g. 87 of CIFAR-10 at batch 512)."""
     from sslterm.profile.load import validate_text
     from sslterm.runs.store import RunDir
     from sslterm.train.engine import Position, Trainer
 
     cuda = torch.cuda.is_available() and args.device != "cpu"
-    with tempfile.TemporaryDirectory() as tmp:
-        run = RunDir(Path(tmp) / "run")
-        run.path.mkdir()
-        augment, _, extra = path.partition("+")
-        text = profile_text(args, Path(tmp), augment, args.compile or extra == "compile")
-        (run.path / "profile.toml").write_text(text)
-        trainer = Trainer(run, validate_text(text, "bench.toml"))
-        trainer.setup()
-        flops = step_flops(trainer)
-        trainer.steps_per_epoch = args.warmup
-        trainer.train_epoch(0, Position())
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        trainer.steps_per_epoch = args.steps
-        start = time.perf_counter()
-        trainer.train_epoch(1, Position(epoch=1, global_step=args.warmup))
-        if cuda:
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-        ips = args.steps * args.batch / seconds
-        result = {
-            "ips": ips,
-            "epoch_s": len(trainer.splits.train) / ips,
-            "flops_per_step": flops,
-            "achieved_tflops": flops * args.steps / seconds / 1e12,
-            "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"),
-        }
-        del trainer
-        if cuda:
+    run = RunDir(tmp / "run")
+    run.path.mkdir()
+    augment, _, extra = path.partition("+")
+    text = profile_text(args, tmp, augment, args.compile or extra == "compile")
+    (run.path / "profile.toml").write_text(text)
+    trainer = Trainer(run, validate_text(text, "bench.toml"))
+    trainer.setup()
+    flops = step_flops(trainer)
+    trainer.steps_per_epoch = args.warmup
+    trainer.train_epoch(0, Position())
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    trainer.steps_per_epoch = args.steps
+    pos = Position(epoch=1, global_step=args.warmup)
+    start = time.perf_counter()
+    trainer.train_epoch(1, pos)
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    steps = pos.global_step - args.warmup
+    ips = steps * args.batch / seconds
+    return {
+        "steps": steps,
+        "seconds": seconds,
+        "ips": ips,
+        "epoch_s": len(trainer.splits.train) / ips,
+        "flops_per_step": flops,
+        "achieved_tflops": flops * steps / seconds / 1e12,
+        "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"),
+    }
+
+
+def measure(args: argparse.Namespace, path: str) -> dict[str, float]:
+    """Time one data path: ``cpu``, ``gpu``, or either with ``+compile``; afterwards nothing
+    of its Trainer is left, so the next path's peak memory is its own."""
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            return timed_steps(args, path, Path(tmp))
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # the Trainer's handler holds the Trainer
+        gc.collect()
+        if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        return result
 
 
 def main() -> None:
@@ -144,14 +157,16 @@ def main() -> None:
         else "cpu"
     peak = peak_for(name)
     print(f"device: {name}; torch {torch.__version__}; {args.encoder} small stem, "
-          f"{args.precision}, batch {args.batch}, {args.steps} timed steps after {args.warmup}")
+          f"{args.precision}, batch {args.batch}, up to {args.steps} timed steps (one epoch) "
+          f"after {args.warmup}")
     results = {}
     for path in args.paths.split(","):
         r = results[path] = measure(args, path)
         mfu = f"{100 * r['achieved_tflops'] / peak:.1f}%" if peak else "n/a"
         print(f"{path:>11} path: {r['ips']:10,.0f} img/s  {r['epoch_s']:7.2f} s/epoch  "
               f"peak mem {r['peak_mem_gib']:.2f} GiB  {r['achieved_tflops']:.1f} TFLOP/s  "
-              f"MFU {mfu}  ({r['flops_per_step'] / 1e12:.3f} TFLOP/step)", flush=True)
+              f"MFU {mfu}  ({r['flops_per_step'] / 1e12:.3f} TFLOP/step, {r['steps']} steps)",
+              flush=True)
     if "cpu" in results and "gpu" in results:
         print(f"gpu-resident / cpu-dataloader: {results['gpu']['ips'] / results['cpu']['ips']:.2f}x")
     print("target: >= 12,000 img/s on one H100 (about 4 s per CIFAR-10 epoch)")

@@ -52,7 +52,7 @@ from safetensors.torch import load_file
 
 from sslterm.runs import store
 from sslterm.runs.checkpoints import TMP_PREFIX, checkpoint_name
-from sslterm.runs.events import EventReader, EventWriter, read_events, truncate_after_checkpoint
+from sslterm.runs.events import EventReader, EventWriter, append_resumed, read_events
 from sslterm.runs.store import RunDir
 
 pytestmark = pytest.mark.slow
@@ -205,9 +205,9 @@ def test_resume_keeps_progress_of_a_checkpoint_whose_event_was_never_written(
     w.emit("log", level="info", message="kept")
     w.emit("step", epoch=1, step=4, loss=1.0)
     w.close()
-    assert truncate_after_checkpoint(tmp_path, checkpoint_name(3), 3) == 1
+    append_resumed(tmp_path, 0, 3, f"checkpoints/{checkpoint_name(3)}")
     assert [(e["kind"], e.get("step")) for e in read_events(tmp_path)] == [
-        ("step", 1), ("step", 2), ("step", 3), ("epoch", 3), ("log", None)]
+        ("step", 1), ("step", 2), ("step", 3), ("epoch", 3), ("log", None), ("run_resumed", 3)]
 
 
 # -- full disk, then a non-finite loss ---------------------------------------------------

@@ -7,7 +7,14 @@ import math
 import pytest
 import torch
 
-from sslterm.eval.knn import NonFiniteError, knn_accuracy, knn_predict, topk_accuracy
+from sslterm.eval.knn import (
+    NonFiniteError,
+    knn_accuracy,
+    knn_predict,
+    merge_neighbours,
+    shard_neighbours,
+    topk_accuracy,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -116,3 +123,46 @@ def test_rejects_bad_inputs():
     bad[1, 1] = float("nan")
     with pytest.raises(NonFiniteError):
         knn_predict(bad, labels, torch.randn(2, 3), 3)
+
+
+def sharded_scores(train, labels, queries, num_classes, k, temperature, shards):
+    """What the engine does over ``shards`` processes: each scores its rows, one merges."""
+    k = min(k, len(train))
+    bounds = torch.linspace(0, len(train), shards + 1).round().long().tolist()
+    bank = torch.nn.functional.normalize(train, dim=1)
+    parts = [shard_neighbours(bank[a:b], labels[a:b], a, queries, k)
+             for a, b in zip(bounds, bounds[1:], strict=False)]
+    return merge_neighbours(parts, k, num_classes, temperature)
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3, 8, 70])
+def test_sharded_knn_matches_brute_force(shards):
+    g = torch.Generator().manual_seed(1)
+    train, queries = torch.randn(60, 8, generator=g), torch.randn(23, 8, generator=g)
+    labels = torch.randint(0, 5, (60,), generator=g)
+    got = sharded_scores(train, labels, queries, 5, 7, 0.5, shards)
+    torch.testing.assert_close(got.double(), reference_scores(train, labels, queries, 5, 7, 0.5),
+                               atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shards", [2, 3, 7])
+def test_sharded_knn_breaks_ties_at_the_cut_like_one_bank(shards):
+    n = 200
+    train = torch.tensor([[1.0, 0.0] if i % 7 == 0 else [0.0, 1.0] for i in range(n)])
+    labels = (torch.arange(n) // 20) % 10
+    queries = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.5, 0.0]])
+    got = sharded_scores(train, labels, queries, 10, 50, 0.5, shards)
+    torch.testing.assert_close(got, knn_predict(train, labels, queries, 10, k=50, temperature=0.5))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_knn_on_the_device_matches_the_cpu():
+    g = torch.Generator().manual_seed(2)
+    train, queries = torch.randn(5000, 64, generator=g), torch.randn(700, 64, generator=g)
+    labels = torch.randint(0, 10, (5000,), generator=g)
+    cpu = knn_predict(train, labels, queries, 10, k=20, temperature=0.1, chunk_size=256)
+    dev = knn_predict(train.cuda(), labels.cuda(), queries.cuda(), 10, k=20, temperature=0.1,
+                      chunk_size=256)
+    torch.testing.assert_close(dev.cpu(), cpu, atol=1e-4, rtol=1e-4)
+    sharded = sharded_scores(train.cuda(), labels.cuda(), queries.cuda(), 10, 20, 0.1, 4)
+    torch.testing.assert_close(sharded.cpu(), cpu, atol=1e-4, rtol=1e-4)

@@ -8,6 +8,8 @@ ever alive: 10k x 50k queries stay within a few hundred MB instead of 10 GB.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -121,13 +123,52 @@ def knn_predict(
         query = query_features[start : start + chunk_size].to(train.device, torch.float32)
         sim = F.normalize(query, dim=1) @ train.T
         top_sim, top_idx = _topk_lowest_index(sim, k)
-        weights = torch.exp((top_sim - top_sim[:, :1]) / temperature)
-        votes = torch.zeros(query.shape[0], num_classes, device=train.device)
-        votes.scatter_add_(1, labels[top_idx], weights)
-        chunks.append(votes / votes.sum(dim=1, keepdim=True))
+        chunks.append(_vote(top_sim, labels[top_idx], num_classes, temperature))
     if not chunks:
         return torch.zeros(0, num_classes, device=train.device)
     return torch.cat(chunks)
+
+
+def _vote(top_sim: Tensor, top_labels: Tensor, num_classes: int, temperature: float) -> Tensor:
+    """Vote shares [Q, C] of neighbours sorted by similarity (best first)."""
+    weights = torch.exp((top_sim - top_sim[:, :1]) / temperature)
+    votes = torch.zeros(top_sim.shape[0], num_classes, device=top_sim.device)
+    votes.scatter_add_(1, top_labels, weights)
+    return votes / votes.sum(dim=1, keepdim=True)
+
+
+def shard_neighbours(
+    bank: Tensor, bank_labels: Tensor, offset: int, queries: Tensor, k: int
+) -> Tensor:
+    """One shard's part of a sharded kNN: [3, Q, k] float64 of (similarity, global index,
+    label) of each query's k nearest rows of ``bank`` (L2-normalised rows ``offset``.. of
+    the whole bank; normalised once by the caller, not once per query chunk).
+
+    Sharded so no process holds the whole bank: each holds its rows, all see the queries,
+    and :func:`merge_neighbours` on one process combines the shards' parts. float64 holds
+    float32 similarities and integer indices exactly, so one collective moves all three.
+    Shards with fewer than k rows pad with similarity -inf, which never outranks a real row.
+    """
+    sim = F.normalize(queries.to(bank.device, torch.float32), dim=1) @ bank.T
+    part = torch.zeros(3, queries.shape[0], k, dtype=torch.float64, device=bank.device)
+    part[0] = -math.inf
+    width = min(k, bank.shape[0])
+    if width:
+        top_sim, top_idx = _topk_lowest_index(sim, width)
+        part[0, :, :width] = top_sim
+        part[1, :, :width] = top_idx + offset
+        part[2, :, :width] = bank_labels.to(bank.device)[top_idx]
+    return part
+
+
+def merge_neighbours(parts: list[Tensor], k: int, num_classes: int, temperature: float) -> Tensor:
+    """Class scores [Q, C] from every shard's :func:`shard_neighbours`, as :func:`knn_predict`
+    on the whole bank gives them: the k most similar, ties to the lowest global index."""
+    sim, index, label = torch.cat(parts, dim=2)
+    by_index = index.argsort(dim=1, stable=True)
+    sim, label = sim.gather(1, by_index), label.gather(1, by_index)
+    best = sim.sort(dim=1, descending=True, stable=True).indices[:, :k]
+    return _vote(sim.gather(1, best).float(), label.gather(1, best).long(), num_classes, temperature)
 
 
 def knn_accuracy(

@@ -79,3 +79,15 @@ def remove_partial(ckpt_dir: Path) -> None:
                 path.is_dir() and not (path / "COMPLETE").exists()
             ):
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def settings_conflict(name: str, saved: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """One line on the first setting that shapes a checkpoint's tensors and differs now
+    (None when all match; a checkpoint from before settings were recorded has none): such
+    a checkpoint cannot be loaded, and resume must say so before training starts."""
+    for key, old in saved.items():
+        if key in now and now[key] != old:
+            hint = f"resume with {key}={old}" if "." in key else "resume with its settings"
+            return (f"{key}: checkpoint {name} was taken with {old!r}, not {now[key]!r}; "
+                    f"{hint} or start a new run")
+    return None

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from sslterm.runs.events import read_events
 from sslterm.runs.store import RunDir, hold_lock, utc_now
@@ -39,19 +40,34 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
-def error_summary(run: RunDir, exit_code: int) -> str:
+def rank_errors(run: RunDir) -> list[dict[str, Any]]:
+    """The ``error-rank*.json`` records the ranks wrote before exiting (torn ones skipped)."""
     errors = []
     for path in sorted(run.path.glob("error-rank*.json")):
         try:
             errors.append(json.loads(path.read_text()))
         except (OSError, ValueError):
             continue
+    return errors
+
+
+def is_collateral(record: dict[str, Any]) -> bool:
+    """A rank that only saw its connection to an already failed rank break."""
+    return "connection" in record["error"].lower()
+
+
+def root_cause(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """The error that ended the run: a rank that fails first makes the others fail with
+    collective errors, so the lowest rank whose error is not collateral, else the lowest."""
+    ranked = sorted(errors, key=lambda e: e.get("rank", 0))
+    return next((e for e in ranked if not is_collateral(e)), ranked[0])
+
+
+def error_summary(run: RunDir, exit_code: int) -> str:
+    errors = rank_errors(run)
     if errors:
-        first = sorted(errors, key=lambda e: e.get("rank", 0))
-        # A rank that fails first makes the others fail with collective errors: prefer
-        # the one that is not about a broken connection.
-        real = [e for e in first if "connection" not in e["error"].lower()] or first
-        return f"rank {real[0]['rank']}: {real[0]['error']}"
+        cause = root_cause(errors)
+        return f"rank {cause['rank']}: {cause['error']}"
     tail = []
     with contextlib.suppress(OSError):
         tail = [ln for ln in run.stdout.read_text(errors="replace").splitlines() if ln.strip()]
@@ -66,8 +82,10 @@ def final_state(run: RunDir, exit_code: int, signalled: bool = False) -> tuple[s
              if e["kind"] in ("run_started", "run_finished", "run_stopped", "run_failed")]
     last = kinds[-1] if kinds else None
     stopping = signalled or run.read_status().get("state") == "stopping"
-    if exit_code == 0 and last == "run_finished":
-        return "finished", ""
+    if last == "run_finished":  # results.json is written before run_finished
+        if exit_code == 0:
+            return "finished", ""
+        return "finished", f"results complete; then, shutting down: {error_summary(run, exit_code)}"
     if last == "run_stopped" and (exit_code == 0 or stopping):
         return "stopped", ""
     if exit_code < 0 and stopping:

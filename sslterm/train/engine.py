@@ -23,12 +23,14 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import SCALER_NAME, InitProcessGroupKwargs, set_seed
+from timm.utils import distribute_bn
 
 from sslterm.data.augment import BatchAugment
 from sslterm.data.datasets import Transformed
@@ -38,17 +40,24 @@ from sslterm.data.sampler import ShardedBatches, ShardedBatchSampler
 from sslterm.data.transforms import TwoViews, simclr_view
 from sslterm.errors import UserError
 from sslterm.eval.features import extract_features
-from sslterm.eval.knn import knn_accuracy
 from sslterm.eval.linear import train_linear_probe
+from sslterm.eval.sharded import gather_to_main, sharded_knn_accuracy
 from sslterm.methods.registry import get_method
 from sslterm.models import create_encoder, projector
 from sslterm.profile.load import load_profile
-from sslterm.profile.schema import Profile
+from sslterm.profile.schema import ProbeConfig, Profile
 from sslterm.runs import checkpoints as ckpt
-from sslterm.runs.events import EventWriter, json_safe, truncate_after_checkpoint
+from sslterm.runs.events import EventWriter, append_resumed, json_safe
 from sslterm.runs.store import RunDir, atomic_write_text
+from sslterm.runs.supervise import is_collateral, rank_errors
+from sslterm.runs.supervise import root_cause as first_failure
 from sslterm.train.optim import build_optimizer, lr_at, param_groups, scaled_lr
 from sslterm.train.schedule import checkpoint_due, probe_due, val_due
+
+# How long a rank waits in a collective for the others. Evaluation runs kNN and the linear
+# probe while the other ranks wait (the probe on rank 0 alone), and on ImageNet that takes
+# minutes, past NCCL's default of 10; a truly hung rank is still ended, only later.
+COLLECTIVE_TIMEOUT = timedelta(hours=2)
 
 
 class StopRun(Exception):
@@ -73,11 +82,64 @@ class History:
     probes: list[dict[str, Any]] = field(default_factory=list)
 
 
+def check_precision(precision: str, device: torch.device) -> None:
+    """Refuse bf16 on a GPU without native bf16 (V100, T4) before anything starts: PyTorch
+    would emulate it or fail deep inside cuDNN or Triton instead of saying so."""
+    if precision != "bf16" or device.type != "cuda":
+        return
+    if not torch.cuda.is_bf16_supported(including_emulation=False):
+        major, minor = torch.cuda.get_device_capability(device)
+        raise UserError(
+            f"train.precision: {torch.cuda.get_device_name(device)} (compute capability "
+            f"{major}.{minor}) has no native bf16; use train.precision=fp16"
+        )
+
+
+def match_param_layout(opt: torch.optim.Optimizer) -> None:
+    """Give each optimizer state tensor its parameter's memory format: state loaded from a
+    checkpoint taken with the other ``train.channels_last`` keeps the old strides, which
+    fused CUDA optimizers refuse (and fused CPU ones misapply)."""
+    for group in opt.param_groups:
+        for param in group["params"]:
+            state = opt.state.get(param, {})
+            for key, value in state.items():
+                if (torch.is_tensor(value) and value.shape == param.shape
+                        and value.stride() != param.stride()):
+                    state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 def keep_resident(mode: str, nbytes: int, free_bytes: int) -> bool:
     """Whether the cached training images live on the GPU: always for ``data.augment =
     "gpu"``; for "auto" when they take at most half the free memory (the rest is for
     the model and activations). Otherwise batches are copied over per step."""
     return mode == "gpu" or nbytes <= free_bytes // 2
+
+
+def eval_rows(n: int, cap: int, seed: int) -> torch.Tensor:
+    """Indices of the images an evaluation uses: all ``n``, or (``cap`` > 0) a fixed random
+    subset of ``cap``, sorted and the same at every evaluation, so that kNN on a huge dataset
+    stays affordable and its numbers stay comparable over the run."""
+    if cap == 0 or cap >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:cap].sort().values
+
+
+def eval_cost(probe: ProbeConfig, n_train: int, n_val: int, dim: int, world: int) -> str:
+    """One line on what an evaluation costs, so a huge dataset's price is seen at run start
+    (and ``probe.knn_max_*`` can be set) rather than found out hours later."""
+    parts = []
+    if probe.knn:
+        bank = min(n_train, probe.knn_max_train or n_train)
+        queries = min(n_val, probe.knn_max_queries or n_val)
+        parts.append(f"kNN {queries:,} queries x {bank:,} bank x {dim}-d = "
+                     f"{2 * queries * bank * dim / 1e12:.3g} TFLOP per validation, "
+                     f"{math.ceil(bank / world) * dim * 4 / 2**20:.1f} MiB of bank per process")
+    if probe.enabled:
+        parts.append(f"linear probe on {n_train:,} x {dim}-d features "
+                     f"({n_train * dim * 4 / 2**20:.1f} MiB) on the main process only")
+    hours = COLLECTIVE_TIMEOUT.total_seconds() / 3600
+    return (f"evaluation: {'; '.join(parts) or 'off'}; other processes wait up to "
+            f"{hours:g} h for it")
 
 
 def shard(n: int, rank: int, world: int) -> torch.Tensor:
@@ -96,6 +158,7 @@ class Trainer:
             gradient_accumulation_steps=t.accumulate,
             # Without a GPU, cpu=True is what makes a multi-process launch a gloo group.
             cpu=profile.launch.cpu or not torch.cuda.is_available(),
+            kwargs_handlers=[InitProcessGroupKwargs(timeout=COLLECTIVE_TIMEOUT)],
         )
         self.main = self.acc.is_main_process
         expected = int(os.environ.get("WORLD_SIZE", "1"))
@@ -133,6 +196,7 @@ class Trainer:
     # -- setup ---------------------------------------------------------------------
     def setup(self) -> None:
         p, t = self.p, self.p.train
+        check_precision(t.precision, self.acc.device)
         set_seed(t.seed)
         self.splits: Splits = build_splits(p.data, t.seed)
         info = self.splits.info
@@ -156,8 +220,8 @@ class Trainer:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         model = model.to(self.device, memory_format=self.memory_format)
-        if t.compile:
-            model.encoder = torch.compile(model.encoder)
+        if t.compile:  # in place: checkpoint keys stay the same, so resume may toggle it
+            model.encoder.compile()
 
         self.per_rank = t.batch_size // self.world
         self.batched = p.data.augment == "gpu" or (
@@ -243,10 +307,10 @@ class Trainer:
                 yield (x1.to(self.device, non_blocking=True), x2.to(self.device, non_blocking=True),
                        y.to(self.device, non_blocking=True))
 
-    def features(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frozen-encoder features of un-augmented images, sharded over ranks, gathered."""
-        n = len(getattr(self.splits, split))
-        idx = shard(n, self.rank, self.world)
+    def local_features(self, split: str, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frozen-encoder features and labels, on the device, of this rank's shard of ``rows``
+        (image indices into the split; equal-length shards, see :func:`shard`)."""
+        idx = rows[shard(len(rows), self.rank, self.world)]
         encoder = self.acc.unwrap_model(self.model).encoder
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.p.train.precision)
         batches = eval_batches(
@@ -257,10 +321,34 @@ class Trainer:
             encoder, batches, self.device,
             channels_last=self.memory_format == torch.channels_last, autocast_dtype=dtype,
         )
+        return feats.to(self.device), labels.to(self.device)
+
+    def features(self, split: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Features of the whole split on the main process's device, None on the others:
+        only the main process trains the probe, so no other holds the full set."""
+        n = len(getattr(self.splits, split))
+        feats, labels = (gather_to_main(t) for t in self.local_features(split, torch.arange(n)))
+        return None if feats is None or labels is None else (feats[:n], labels[:n])
+
+    def knn(self) -> dict[str, float] | None:
+        """kNN top-1/5 of the held-out split against the training features (each capped by
+        ``probe.knn_max_*``) on the main process, None on the others; every rank keeps only
+        its shard of the bank, on its device (:func:`sharded_knn_accuracy`)."""
+        pr, seed = self.p.probe, self.p.train.seed
+        bank_rows = eval_rows(len(self.splits.train), pr.knn_max_train, seed)
+        query_rows = eval_rows(len(self.splits.val), pr.knn_max_queries, seed + 1)
+        bank, bank_labels = self.local_features("train", bank_rows)
+        offset = self.rank * len(bank)
+        real = max(0, min(len(bank), len(bank_rows) - offset))  # the last shard's padding out
+        queries, query_labels = self.local_features("val", query_rows)
         if self.world > 1:
-            feats = self.acc.gather(feats.to(self.device)).cpu()
-            labels = self.acc.gather(labels.to(self.device)).cpu()
-        return feats[:n], labels[:n]
+            queries, query_labels = self.acc.gather(queries), self.acc.gather(query_labels)
+        n = len(query_rows)
+        return sharded_knn_accuracy(
+            bank[:real], bank_labels[:real], offset, queries[:n], query_labels[:n],
+            self.splits.info.num_classes, bank_size=len(bank_rows), k=pr.knn_k,
+            temperature=pr.knn_temperature,
+        )
 
     # -- checkpoints ---------------------------------------------------------------
     def save_checkpoint(self, pos: Position, complete_epoch: bool) -> str:
@@ -281,6 +369,7 @@ class Trainer:
                     "epoch": pos.epoch, "step_in_epoch": pos.step_in_epoch,
                     "global_step": pos.global_step, "world_size": self.world,
                     "complete_epoch": complete_epoch, "time": time.time(),
+                    "settings": self.checkpoint_settings(),
                 }
                 ckpt.commit(tmp, self.run.checkpoints / name, state)
         except Exception as exc:
@@ -310,7 +399,7 @@ class Trainer:
             ckpt.remove_partial(self.run.checkpoints)
         if found is None:
             if self.main:
-                truncate_after_checkpoint(self.run.path, None)
+                append_resumed(self.run.path, 0, 0, None)
             return Position(), False
         path, state = found
         if state.get("world_size") != self.world:
@@ -319,9 +408,13 @@ class Trainer:
                 f"resume with {state.get('world_size')} (launch.num_processes x num_machines), "
                 f"not {self.world}"
             )
+        conflict = ckpt.settings_conflict(path.name, state.get("settings", {}),
+                                          self.checkpoint_settings())
+        if conflict:
+            raise UserError(conflict)
         self.acc.wait_for_everyone()
         try:
-            self.acc.load_state(str(path))
+            self.load_state(path)
         except pickle.UnpicklingError as exc:
             first = (str(exc).splitlines() or [""])[0]
             raise TrainingError(
@@ -329,12 +422,41 @@ class Trainer:
                 f"safe loader (weights_only): {first}"
             ) from exc
         if self.main:
-            truncate_after_checkpoint(self.run.path, path.name, state["global_step"])
+            append_resumed(self.run.path, state["epoch"], state["global_step"],
+                           f"checkpoints/{path.name}")
         pos = Position(state["epoch"], state["step_in_epoch"], state["global_step"])
         if pos.step_in_epoch >= self.steps_per_epoch:
             pos = Position(pos.epoch + 1, 0, pos.global_step)
         self.load_history()
         return pos, True
+
+    def checkpoint_settings(self) -> dict[str, Any]:
+        """The settings that shape the model's and the optimizer's saved tensors (names,
+        shapes, state kinds), recorded in each checkpoint: a resume that changes one of
+        them cannot load it. Layout, compile and precision convert (:meth:`load_state`)."""
+        m, t = self.p.model, self.p.train
+        return {
+            "model.method": m.method, "model.encoder": m.encoder,
+            "model.small_stem": "on" if self.small_stem else "off",
+            "model.projector": m.projector, "model.projector_hidden_dim": m.projector_hidden_dim,
+            "model.projector_dim": m.projector_dim, "train.optimizer": t.optimizer,
+            "train.online_probe": t.online_probe,
+            "online probe classes": self.splits.info.num_classes if t.online_probe else 0,
+        }
+
+    def load_state(self, path: Path) -> None:
+        """``Accelerator.load_state``, adapted to settings changed since the checkpoint: fp16
+        after bf16 or fp32 starts a fresh loss scaler (there is none saved to load), and the
+        optimizer state takes the parameters' current ``train.channels_last`` layout."""
+        scaler = self.acc.scaler
+        if scaler is not None and not (path / SCALER_NAME).exists():
+            self.log(f"checkpoint {path.name} was taken without fp16: the loss scaler starts fresh")
+            self.acc.scaler = None
+        try:
+            self.acc.load_state(str(path))
+        finally:
+            self.acc.scaler = scaler
+        match_param_layout(self.opt)
 
     def load_history(self) -> None:
         from sslterm.runs.events import read_events
@@ -384,14 +506,19 @@ class Trainer:
             f"{len(self.splits.val)} val / {len(self.splits.test)} test images, "
             f"{self.world} process(es), {self.steps_per_epoch} steps/epoch"
         )
+        self.log(eval_cost(p.probe, len(self.splits.train), len(self.splits.val),
+                           self.feature_dim, self.world))
         try:
             for epoch in range(pos.epoch, t.epochs):
                 self.train_epoch(epoch, pos)
                 self.after_epoch(epoch, pos)
                 pos.epoch, pos.step_in_epoch = epoch + 1, 0
         except StopRun:
-            path = (self.last_checkpoint if self.last_checkpoint_step == pos.global_step
-                    else self.save_checkpoint(pos, complete_epoch=False))
+            if self.last_checkpoint_step == pos.global_step:
+                path = self.last_checkpoint
+            else:
+                self.sync_batchnorm()
+                path = self.save_checkpoint(pos, complete_epoch=False)
             self.log(f"stopped at epoch {pos.epoch} step {pos.global_step}; resume continues here")
             self.emit("run_stopped", epoch=pos.epoch, step=pos.global_step, checkpoint=path)
             return
@@ -459,8 +586,17 @@ class Trainer:
         self.history.epochs.append(record)
         self.emit("epoch", **record)
 
+    def sync_batchnorm(self) -> None:
+        """Average BatchNorm running statistics over the ranks (timm's ``distribute_bn``)
+        before an evaluation or a checkpoint: each rank updates its own from its part of the
+        batch (DDP broadcasts rank 0's only at the next training forward), so otherwise every
+        rank evaluates a different encoder and the checkpoint holds rank 0's alone."""
+        if self.world > 1:
+            distribute_bn(self.model, self.world, reduce=True)
+
     def after_epoch(self, epoch: int, pos: Position) -> None:
         t, pr = self.p.train, self.p.probe
+        self.sync_batchnorm()
         if val_due(epoch, t.epochs, t.val_interval):
             self.validate(epoch, pos)
         if probe_due(epoch, t.epochs, pr.interval, pr.enabled):
@@ -483,8 +619,8 @@ class Trainer:
         info = self.splits.info
         views = TwoViews(simclr_view(self.p.augment, self.size, info.mean, info.std))
         dataset = torch.utils.data.Subset(Transformed(self.splits.val, views), idx.tolist())
-        with torch.random.fork_rng():
-            torch.manual_seed(self.p.train.seed + 7)
+        with torch.random.fork_rng(devices=[]):  # the transforms use the CPU generator alone
+            torch.default_generator.manual_seed(self.p.train.seed + 7)
             for (x1, x2), _ in torch.utils.data.DataLoader(dataset, batch_size=bs):
                 if len(x1) >= 2:
                     yield x1.to(self.device), x2.to(self.device)
@@ -497,7 +633,6 @@ class Trainer:
         model = self.acc.unwrap_model(self.model)
         was_training = model.training
         model.eval()
-        info = self.splits.info
         n = len(self.splits.val)
         idx = torch.unique_consecutive(shard(n, self.rank, self.world))  # no padded repeats
         totals = torch.zeros(4, device=self.device)
@@ -514,11 +649,8 @@ class Trainer:
             record.update(loss=(totals[0] / totals[3]).item(), top1=(totals[1] / totals[3]).item(),
                           top5=(totals[2] / totals[3]).item())
         if self.p.probe.knn:
-            train_f, train_y = self.features("train")
-            val_f, val_y = self.features("val")
-            if self.main:
-                acc = knn_accuracy(train_f, train_y, val_f, val_y, info.num_classes,
-                                   k=self.p.probe.knn_k, temperature=self.p.probe.knn_temperature)
+            acc = self.knn()
+            if acc is not None:
                 record.update(knn_top1=acc["top1"], knn_top5=acc["top5"])
         model.train(was_training)
         self.history.val.append(record)
@@ -554,6 +686,14 @@ class Trainer:
             results = build_results(self.p, self.history, self.run)
             atomic_write_text(self.run.results, json.dumps(results, indent=2) + "\n")
         return results
+
+    def shutdown(self) -> None:
+        """End the process group together: a rank that exits with it still alive can abort
+        in its teardown ("terminate called without an active exception") while a peer's
+        connection closes, and the launcher then kills the other rank of a finished run."""
+        if self.world > 1:
+            self.acc.wait_for_everyone()
+        self.acc.end_training()
 
 
 def _local_loss(model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -637,21 +777,15 @@ def write_rank_error(run: RunDir, rank: int, exc: BaseException) -> dict[str, st
 
 
 def root_cause(run: RunDir, record: dict[str, Any], wait: float = 3.0) -> dict[str, Any]:
-    """The error of the rank that failed first when this one only saw its connection to
-    that rank break (a rank writes its record before it exits and closes its sockets)."""
-    if "connection" not in record["error"].lower():
-        return record
+    """The run's root cause by the supervisor's rule (:func:`sslterm.runs.supervise.root_cause`),
+    waiting up to ``wait`` s for the failed rank's record when this rank only saw its
+    connection break (a rank writes its record before it exits and closes its sockets)."""
     deadline = time.time() + wait
-    while time.time() < deadline:
-        for path in sorted(run.path.glob("error-rank*.json")):
-            try:
-                other = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-            if other.get("rank") != record["rank"] and "connection" not in other["error"].lower():
-                return other
+    while True:
+        cause = first_failure([record, *rank_errors(run)])
+        if not is_collateral(cause) or time.time() >= deadline:
+            return cause
         time.sleep(0.1)
-    return record
 
 
 def die_with_launcher() -> None:
@@ -676,7 +810,6 @@ def run_training(run_dir: str) -> int:
     try:
         trainer = Trainer(run, profile)
         trainer.fit()
-        return 0
     except BaseException as exc:  # every failure is recorded before the process ends
         rank = trainer.rank if trainer else int(os.environ.get("RANK", 0))
         record = write_rank_error(run, rank, exc)
@@ -692,3 +825,11 @@ def run_training(run_dir: str) -> int:
     finally:
         if trainer is not None and trainer.events is not None:
             trainer.events.close()
+    try:
+        trainer.shutdown()
+    except Exception as exc:  # after the run's final event: recorded, but the outcome stands
+        record = write_rank_error(run, trainer.rank, exc)
+        print(f"[sslterm] rank {trainer.rank}: unclean shutdown after the run ended: "
+              f"{record['error']}", flush=True)
+        return 1
+    return 0
