@@ -55,3 +55,15 @@ def test_identical_views_are_easy_and_topk_counts_them():
     shuffled = torch.roll(z, 1, 0)
     _, logits, pos = nt_xent(z, shuffled, 0.1)
     assert contrastive_topk(logits, pos)["top1"].item() == 0.0
+
+
+def test_nt_xent_is_float32_under_autocast():
+    """bf16 autocast must not reach the similarity matmul (it would round the logits)."""
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(64, 128, generator=g), torch.randn(64, 128, generator=g)
+    loss, logits, _ = nt_xent(z1, z2, 0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, logits_ac, _ = nt_xent(z1.bfloat16(), z2.bfloat16(), 0.1)
+        loss_32, logits_32, _ = nt_xent(z1, z2, 0.1)
+    assert logits_ac.dtype == logits_32.dtype == torch.float32
+    assert torch.equal(logits_32, logits) and torch.equal(loss_32, loss)

@@ -7,6 +7,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def float32(device: torch.device) -> torch.autocast:
+    """A region where autocast is off: a float32 cast alone is not enough, since autocast
+    would still run the similarity matmul in bf16/fp16 (logits off by ~0.05 at T = 0.1)."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
 def nt_xent(
     z1: Tensor,
     z2: Tensor,
@@ -25,9 +31,10 @@ def nt_xent(
     are computed in float32 whatever the autocast dtype.
     """
     b = z1.shape[0]
-    queries = F.normalize(torch.cat([z1, z2]).float(), dim=1)
-    keys = queries if candidates is None else F.normalize(candidates.float(), dim=1)
-    logits = queries @ keys.T / temperature
+    with float32(z1.device):
+        queries = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+        keys = queries if candidates is None else F.normalize(candidates.float(), dim=1)
+        logits = queries @ keys.T / temperature
     rows = torch.arange(2 * b, device=z1.device)
     logits[rows, rows + offset] = float("-inf")  # a view is never its own negative
     positive = torch.cat([rows[b:], rows[:b]]) + offset
@@ -38,3 +45,30 @@ def contrastive_topk(logits: Tensor, positive: Tensor, ks: tuple[int, ...] = (1,
     """Share (%) of views whose positive ranks within the top k of all candidates."""
     rank = (logits > logits.gather(1, positive[:, None])).sum(1)
     return {f"top{k}": (rank < k).float().mean() * 100 for k in ks}
+
+
+def negative_cosine(p: Tensor, z: Tensor) -> Tensor:
+    """Mean negative cosine similarity of predictions ``p`` to targets ``z`` (SimSiam, BYOL).
+
+    The caller passes ``z`` detached (the stop-gradient or the EMA teacher); computed in
+    float32 under autocast.
+    """
+    with float32(p.device):
+        return -F.cosine_similarity(p.float(), z.float(), dim=1, eps=1e-8).mean()
+
+
+def moco_infonce(q: Tensor, k: Tensor, temperature: float, *, keys: Tensor | None = None,
+                 offset: int = 0) -> Tensor:
+    """MoCo v3's contrastive loss of queries ``q`` against momentum keys, scaled by 2T.
+
+    Query ``i`` is positive with key ``offset + i`` of ``keys`` (all processes' keys, gathered
+    without gradient: ``rank * b`` is this process's offset) and negative with the rest.
+    Defaults to the local keys ``k``. As in the paper's code, the loss is multiplied by
+    ``2 * temperature`` so the gradient scale does not depend on T.
+    """
+    with float32(q.device):
+        q = F.normalize(q.float(), dim=1)
+        keys = F.normalize((k if keys is None else keys).float(), dim=1)
+        logits = q @ keys.T / temperature
+        labels = torch.arange(q.shape[0], device=q.device) + offset
+        return F.cross_entropy(logits, labels) * (2 * temperature)

@@ -1,19 +1,69 @@
-"""Projection heads, framework-free."""
+"""Projection and prediction heads, framework-free: one MLP builder, each method's recipe.
+
+Every head is an ``nn.Sequential`` of Linear, BatchNorm1d and ReLU layers, laid out as in
+lightly's heads (a Linear has a bias only where no BatchNorm follows it), so weights and
+outputs can be compared with lightly's one for one.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from torch import nn
+
+LastNorm = Literal["none", "affine", "plain"]
+
+
+def mlp(dims: Sequence[int], *, batch_norm: bool = True, last_norm: LastNorm = "none") -> nn.Sequential:
+    """Linear layers through ``dims`` (``[in, hidden..., out]``), with BatchNorm (if asked)
+    and ReLU after each hidden one; ``last_norm`` puts a BatchNorm after the output layer,
+    with learnable affine parameters ("affine") or without ("plain", SimSiam and MoCo v3)."""
+    if len(dims) < 2:
+        raise ValueError(f"an MLP needs an input and an output width, got {list(dims)}")
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=False)):
+        last = i == len(dims) - 2
+        norm = (last_norm != "none") if last else batch_norm
+        layers.append(nn.Linear(a, b, bias=not norm))
+        if norm:
+            layers.append(nn.BatchNorm1d(b, affine=not (last and last_norm == "plain")))
+        if not last:
+            layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
 
 
 def projector(
     kind: Literal["mlp", "linear"], in_dim: int, hidden_dim: int, out_dim: int
 ) -> nn.Module:
-    """The original experiment's head: Linear-ReLU-Linear (no BatchNorm, so a
+    """The original experiment's SimCLR head: Linear-ReLU-Linear (no BatchNorm, so a
     multi-process run computes the same function as a single process)."""
     if kind == "linear":
         return nn.Linear(in_dim, out_dim)
-    return nn.Sequential(
-        nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim)
-    )
+    return mlp([in_dim, hidden_dim, out_dim], batch_norm=False)
+
+
+def byol_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """BYOL's projector and predictor alike: Linear-BN-ReLU-Linear."""
+    return mlp([in_dim, hidden_dim, out_dim])
+
+
+def simsiam_projector(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """SimSiam's projector: three layers, BatchNorm on each, the last without affine."""
+    return mlp([in_dim, hidden_dim, hidden_dim, out_dim], last_norm="plain")
+
+
+def simsiam_predictor(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """SimSiam's bottleneck predictor: Linear-BN-ReLU-Linear."""
+    return mlp([in_dim, hidden_dim, out_dim])
+
+
+def mocov3_projector(in_dim: int, hidden_dim: int, out_dim: int, layers: int = 2) -> nn.Sequential:
+    """MoCo v3's projector: BatchNorm on every layer, the output one without affine (the
+    paper's code uses 2 layers for ResNets, 3 for ViTs)."""
+    return mlp([in_dim, *[hidden_dim] * (layers - 1), out_dim], last_norm="plain")
+
+
+def mocov3_predictor(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """MoCo v3's predictor: Linear-BN-ReLU-Linear (no output BatchNorm, as in its code)."""
+    return mlp([in_dim, hidden_dim, out_dim])
