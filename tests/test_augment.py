@@ -35,18 +35,11 @@ from sslterm.data.augment import (
 from sslterm.data.transforms import TwoViews, eval_transform, simclr_view
 from sslterm.profile.schema import AugmentConfig
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
 RAW = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # mean/std that leave views in [0, 1]
 PLAIN = {"crop": False, "flip_p": 0.0, "color_p": 0.0, "grayscale_p": 0.0}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared machine, OpenMP threads of small ops wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:

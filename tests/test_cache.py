@@ -24,13 +24,7 @@ from sslterm.data.cache import (
 from sslterm.data.registry import build_splits
 from sslterm.profile.schema import DataConfig
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tensors(n: int = 6, seed: int = 0) -> ImageTensors:

@@ -42,15 +42,9 @@ from sslterm.data.registry import (
 from sslterm.errors import UserError
 from sslterm.profile.schema import DataConfig
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 WNIDS = ["n01440764", "n01443537", "n01484850", "n01491361"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def data(root: Path, dataset: str, **kw) -> DataConfig:
@@ -134,6 +128,7 @@ def test_svhn_digit_zero_is_label_zero(tmp_path, monkeypatch):
         ("svhn", "train_32x32.mat"),
     ],
 )
+
 def test_failed_download_is_a_fast_one_line_error(tmp_path, monkeypatch, name, expected):
     offline(monkeypatch)
     start = time.monotonic()

@@ -15,13 +15,7 @@ from sslterm.eval import export
 from sslterm.eval.export import load_features, save_features
 from sslterm.eval.features import extract_features
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_splits(seed=0, dim=6, names=("train", "val", "test")):
@@ -222,6 +216,7 @@ def write(tmp_path, tensors):
         ),
     ],
 )
+
 def test_bad_files_give_a_user_error(tmp_path, tensors, message):
     with pytest.raises(UserError, match=message):
         load_features(write(tmp_path, tensors))

@@ -8,13 +8,7 @@ from torch import nn
 
 from sslterm.eval.features import extract_features
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_encoder() -> nn.Module:

@@ -16,13 +16,7 @@ from sslterm.eval.knn import (
     topk_accuracy,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reference_scores(train, labels, queries, num_classes, k, temperature):

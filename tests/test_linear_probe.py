@@ -15,15 +15,10 @@ from sslterm.eval.linear import probe_lr, train_linear_probe
 from sslterm.eval.offline import probe_features
 from sslterm.profile.schema import ProbeConfig
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 SGD = {"weight_decay": 0.0, "momentum": 0.9}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def clusters(n, num_classes=4, dim=16, seed=0):

@@ -13,17 +13,16 @@ from pathlib import Path
 
 import pytest
 from runhelpers import start_stand_in
-from test_tui_fixtures import (
+from textual.command import CommandList, CommandPalette
+from tuihelpers import (
     SMOKE,
     T0,
     make_runs,
     notices,
     screen_text,
-    utc_env,
     wait_until,
     write_run,
 )
-from textual.command import CommandList, CommandPalette
 
 from sslterm.profile.edit import format_value, get_value
 from sslterm.runs import queue
@@ -37,18 +36,7 @@ from sslterm.tui.widgets.runs_table import RunsTable
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (130, 40)
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(autouse=True)
-def _utc():
-    with utc_env():
-        yield
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("utc")]
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_tui_fixtures import notices, wait_until
+from tuihelpers import notices, wait_until
 
 from sslterm.profile.edit import format_value, get_value
 from sslterm.runs import queue
@@ -29,11 +29,6 @@ from sslterm.tui.widgets.runs_table import RunsTable
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_tui_fixtures import make_runs
+from tuihelpers import make_runs
 
 REPO = Path(__file__).resolve().parents[1]
 

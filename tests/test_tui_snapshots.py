@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_tui_fixtures import SMOKE, make_runs, utc_env
+from tuihelpers import SMOKE, make_runs
 
 from sslterm.tui.app import SSLTermApp
 from sslterm.tui.screens.composer import ComposerScreen
@@ -30,15 +30,14 @@ class FixedMonitor:
 
 
 @pytest.fixture
-def app(tmp_path, monkeypatch) -> SSLTermApp:
+def app(tmp_path, monkeypatch, utc) -> SSLTermApp:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("NO_COLOR", raising=False)
     make_runs(tmp_path / "runs")
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "smoke.toml").write_text(SMOKE)
-    with utc_env():
-        yield SSLTermApp("runs", "profiles", poll_interval=0.2, system_monitor=FixedMonitor(),
-                         env_check_delay=None)
+    return SSLTermApp("runs", "profiles", poll_interval=0.2, system_monitor=FixedMonitor(),
+                      env_check_delay=None)
 
 
 async def settle(pilot, charts: int = 4) -> None:

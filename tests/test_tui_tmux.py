@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_tui_fixtures import make_runs
+from tuihelpers import make_runs
 
 REPO = Path(__file__).resolve().parents[1]
 TMUX = shutil.which("tmux")

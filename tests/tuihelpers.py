@@ -255,29 +255,6 @@ async def wait_until(pilot, predicate, timeout: float = 20.0, what: str = "", st
         await pilot.pause(step)
 
 
-def utc_env():
-    """Pin local time to UTC (table 'started' column) for the duration of a test."""
-    import os
-    import time as _time
-    from contextlib import contextmanager
-
-    @contextmanager
-    def _pinned():
-        old = os.environ.get("TZ")
-        os.environ["TZ"] = "UTC"
-        _time.tzset()
-        try:
-            yield
-        finally:
-            if old is None:
-                os.environ.pop("TZ", None)
-            else:
-                os.environ["TZ"] = old
-            _time.tzset()
-
-    return _pinned()
-
-
 def notices(app) -> str:
     """Every notification (toast) the app has shown, joined."""
     return "\n".join(str(n.message) for n in app._notifications)
