@@ -1,0 +1,83 @@
+"""The method interface: what the engine may ask of a self-supervised method, and no more.
+
+A method is an ``nn.Module`` that the engine drives without knowing which one it is:
+
+- ``views()`` declares the augmented views one training image yields (how many, their
+  size and crop scales), so the data path can build them, multi-crop included;
+- ``training_step(views)`` returns the loss to back-propagate, the encoder features of the
+  first view and named scalars to log;
+- ``val_metrics(views)`` scores held-out views with this process's batch alone: it runs
+  under ``no_grad`` on every rank independently, so it must not call a collective;
+- ``after_step(step, total_steps)`` runs after each optimizer step (momentum teachers,
+  schedules) and returns scalars to log;
+- ``eval_encoder()`` is the backbone that kNN, the linear probe and the export evaluate.
+
+Construction goes through ``create(encoder, feature_dim, config)``, where ``config`` is the
+method's own profile section (``[simclr]``, ``[byol]``, ...). The online probe is the
+engine's: it attaches a linear layer as the ``online_probe`` submodule and ``forward``
+(this base class's, which the engine calls) trains it on the detached features, inside the
+one forward pass that DDP sees, so checkpoints keep one state dict. Methods never read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class View:
+    """One augmented view per image: ``size`` in pixels (None: the run's image size) and the
+    crop area range (None: the profile's ``augment.crop_scale``)."""
+
+    size: int | None = None
+    scale: tuple[float, float] | None = None
+
+
+TWO_GLOBAL_VIEWS = (View(), View())
+
+
+class Method(nn.Module):
+    """Base class of every method; see the module docstring for the contract."""
+
+    encoder: nn.Module
+    online_probe: nn.Module | None = None
+
+    @classmethod
+    def create(cls, encoder: nn.Module, feature_dim: int, config: Any) -> Method:
+        """The method around ``encoder`` (whose pooled features have ``feature_dim``
+        channels), configured by its profile section."""
+        raise NotImplementedError
+
+    def views(self) -> tuple[View, ...]:
+        return TWO_GLOBAL_VIEWS
+
+    def training_step(self, views: list[Tensor]) -> dict[str, Tensor]:
+        """``{"loss": scalar with grad, "features": [B, feature_dim] encoder features of
+        views[0], **scalars}``; scalars are detached 0-d tensors to log."""
+        raise NotImplementedError
+
+    def forward(self, views: list[Tensor], labels: Tensor | None = None) -> dict[str, Tensor]:
+        """The method's step plus, where the engine attached one and labels are given, the
+        online probe on detached features: ``loss`` then includes the probe's loss,
+        ``ssl_loss`` is the method's alone and ``probe_correct`` counts right answers."""
+        out = self.training_step(views)
+        out["ssl_loss"] = out["loss"].detach()
+        if self.online_probe is not None and labels is not None:
+            logits = self.online_probe(out["features"].detach().float())
+            out["loss"] = out["loss"] + nn.functional.cross_entropy(logits, labels)
+            out["probe_correct"] = (logits.argmax(1) == labels).sum()
+        return out
+
+    def val_metrics(self, views: list[Tensor]) -> dict[str, Tensor]:
+        """Batch means of detached 0-d tensors (``loss`` at least), local to this process."""
+        raise NotImplementedError
+
+    def after_step(self, step: int, total_steps: int) -> dict[str, float]:
+        """Called after optimizer step ``step`` (0-based) of ``total_steps``."""
+        return {}
+
+    def eval_encoder(self) -> nn.Module:
+        return self.encoder
