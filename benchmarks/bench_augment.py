@@ -34,7 +34,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from sslterm.data.augment import BatchAugment
-from sslterm.data.transforms import TwoViews, simclr_view
+from sslterm.data.transforms import Views, simclr_view
 from sslterm.profile.schema import AugmentConfig
 
 SIZE = 32
@@ -67,7 +67,7 @@ def generated_images(n: int) -> np.ndarray:
 class PerSample(Dataset):
     """torchvision-style dataset: one PIL image through the per-sample pipeline per item."""
 
-    def __init__(self, images: np.ndarray, transform: TwoViews) -> None:
+    def __init__(self, images: np.ndarray, transform: Views) -> None:
         self.images = images
         self.transform = transform
 
@@ -137,7 +137,7 @@ def main() -> None:
     images = load_jpegs(args.data, args.n) if args.data else generated_images(args.n)
     source = f"CIFAR-10 JPEGs from {args.data}" if args.data else "generated CIFAR-like images"
     cfg = AugmentConfig()
-    per_sample = PerSample(images, TwoViews(simclr_view(cfg, SIZE, MEAN, STD)))
+    per_sample = PerSample(images, Views(simclr_view(cfg, SIZE, MEAN, STD)))
     tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     per_batch = PerBatch(tensor, args.batch, BatchAugment(cfg, SIZE, MEAN, STD))
 

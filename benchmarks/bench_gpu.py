@@ -47,6 +47,7 @@ augment = "{augment}"
 [model]
 encoder = "{args.encoder}"
 small_stem = "auto"
+[simclr]
 projector_hidden_dim = 2048
 projector_dim = 128
 temperature = 0.5
@@ -75,10 +76,10 @@ def step_flops(trainer) -> float:  # noqa: ANN001
     """FLOPs of one forward + backward, counted eagerly (compile changes no FLOPs)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    x1, x2, y = next(trainer.epoch_batches(0, 0))
+    views, y = next(trainer.epoch_batches(0, 0))
     with torch.compiler.set_stance("force_eager"), FlopCounterMode(display=False) as counter:
         with trainer.acc.autocast():
-            out = trainer.model(x1, x2, y)
+            out = trainer.model(views, y)
         out["loss"].backward()
     trainer.opt.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())

@@ -45,6 +45,7 @@ blur = false
 [model]
 encoder = "{args.encoder}"
 small_stem = "on"
+[simclr]
 projector_hidden_dim = 512
 projector_dim = 128
 temperature = 0.5
@@ -92,11 +93,11 @@ def bench_sslterm(args: argparse.Namespace, channels_last: bool = True,
         if not step_only:
             return loop, float("nan")
         model = trainer.model
-        x1, x2 = (x.contiguous(memory_format=trainer.memory_format)
-                  for x in next(trainer.epoch_batches(2, 0))[:2])
+        views = [x.contiguous(memory_format=trainer.memory_format)
+                 for x in next(trainer.epoch_batches(2, 0))[0]]
         start = time.perf_counter()
         for _ in range(args.steps):
-            out = model(x1, x2)
+            out = model(views)
             out["loss"].backward()
             trainer.opt.step()
             trainer.opt.zero_grad(set_to_none=True)

@@ -43,6 +43,15 @@ class ProfileError(UserError):
         return ProfileError(path, self.line, self.key, self.message, also)
 
 
+class TrainingError(Exception):
+    """A run-ending problem that is not a bug (non-finite loss, bad resume): the trainer
+    records its message alone, without a traceback."""
+
+
+class StopRun(Exception):
+    """Raised on every rank of a run once they agreed on a graceful stop."""
+
+
 def unknown_name(kind: str, name: str, known: Iterable[str]) -> str:
     """The message for a name missing from a registry: the closest known one, else all."""
     known = sorted(known)

@@ -32,7 +32,7 @@ from sslterm.data.augment import (
     sample_crop_boxes,
     sample_jitter,
 )
-from sslterm.data.transforms import TwoViews, eval_transform, simclr_view
+from sslterm.data.transforms import Views, eval_transform, simclr_view
 from sslterm.profile.schema import AugmentConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -75,6 +75,15 @@ def test_shapes_dtype_and_value_range() -> None:
             view <= hi.view(1, 3, 1, 1) + 1e-5
         ).all()
     assert not torch.allclose(a, b)
+
+
+def test_as_many_views_as_asked_each_its_own_draw() -> None:
+    """A method's views() decides the count: three views of the same images, all different."""
+    x = images(5)
+    three = BatchAugment(AugmentConfig(), 32, MEAN, STD, views=3)(x, gen(4))
+    assert len(three) == 3 and all(v.shape == (5, 3, 32, 32) for v in three)
+    assert not torch.allclose(three[1], three[2]) and not torch.allclose(three[0], three[2])
+    assert len(BatchAugment(AugmentConfig(), 32, MEAN, STD, views=1)(x, gen(4))) == 1
 
 
 def test_rejects_non_uint8_input() -> None:
@@ -349,13 +358,15 @@ def test_view_statistics_detect_a_different_recipe(reference_stats, wrong: dict)
 # --- the torchvision pipelines ----------------------------------------------------------
 
 
-def test_two_views_is_picklable_and_independent() -> None:
+@pytest.mark.parametrize("n", [2, 3])
+def test_views_are_picklable_and_independent(n: int) -> None:
     cfg = AugmentConfig(blur=True, crop=False, rotation_p=0.5)
-    two = pickle.loads(pickle.dumps(TwoViews(simclr_view(cfg, 32, MEAN, STD))))
+    views = pickle.loads(pickle.dumps(Views(simclr_view(cfg, 32, MEAN, STD), n)))
     torch.manual_seed(0)
-    a, b = two(to_pil(images(1)[0]))
-    assert a.shape == b.shape == (3, 32, 32) and a.dtype == torch.float32
-    assert not torch.equal(a, b)
+    drawn = views(to_pil(images(1)[0]))
+    assert len(drawn) == n
+    assert all(v.shape == (3, 32, 32) and v.dtype == torch.float32 for v in drawn)
+    assert not any(torch.equal(a, b) for i, a in enumerate(drawn) for b in drawn[i + 1:])
 
 
 def test_eval_transform() -> None:

@@ -198,7 +198,7 @@ def test_image_tensors_validate_their_layout():
 
 
 def test_auto_keeps_the_cache_on_the_gpu_only_where_it_fits_in_half_the_free_memory():
-    from sslterm.train.engine import keep_resident
+    from sslterm.train.batches import keep_resident
 
     cifar = 50_000 * 3 * 32 * 32  # 147 MiB
     assert keep_resident("auto", cifar, 80 << 30)

@@ -12,7 +12,7 @@ from runhelpers import SMOKE, events, only_run, sslterm
 
 from sslterm.eval.sharded import gather_to_main, sharded_knn_accuracy
 from sslterm.profile.schema import ProbeConfig
-from sslterm.train.engine import eval_cost, eval_rows
+from sslterm.train.evaluation import eval_cost, eval_rows
 
 
 def test_eval_rows_is_all_or_a_fixed_sorted_subset() -> None:

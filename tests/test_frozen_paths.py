@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import tomlkit
 from fakedata import write_image_folder
 from runhelpers import SMOKE, events, only_run, sslterm, state
 
@@ -38,8 +39,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_every_path_key_is_frozen_absolute(project: Path) -> None:
-    assert path_keys() == ["data.root", "data.class_list", "launch.accelerate_config",
-                           "launch.output_dir"]
+    assert path_keys() == ["data.root", "data.class_list", "model.init_from",
+                           "launch.accelerate_config", "launch.output_dir"]
     run = create_run(load_profile("cfg/p.toml", ["launch.output_dir=~/../elsewhere/../runs"]))
     again = load_profile(run.profile)
     assert again.data.root == str(project / "sub")
@@ -88,3 +89,14 @@ def test_resume_from_another_directory(tmp_path: Path, monkeypatch: pytest.Monke
     done = sslterm("-o", str(work / "runs"), "resume", run.name, cwd=elsewhere)
     assert done.returncode == 0, done.stderr
     assert state(run) == "finished", [e for e in events(run) if e["kind"] == "run_failed"]
+
+
+def old_layout(frozen_toml: str) -> str:
+    """A frozen profile as sslterm wrote it before the method sections: SimCLR's keys in
+    [model], no method sections."""
+    doc = tomlkit.parse(frozen_toml)
+    for key, item in doc.pop("simclr").items():
+        doc["model"][key] = item
+    for name in ("byol", "mocov3", "simsiam"):
+        doc.pop(name, None)
+    return tomlkit.dumps(doc)

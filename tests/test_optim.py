@@ -28,22 +28,20 @@ def test_lars_one_step_by_hand():
     assert math.isclose(b.item(), 1.0 - lr * 0.5 - lr * (0.9 * 0.5 + 0.5), rel_tol=1e-6)
 
 
-def test_param_groups_exclude_biases_norms_and_probe():
+def test_param_groups_exclude_biases_norms_and_the_probe_module():
+    probe = torch.nn.Linear(4, 2)
     model = torch.nn.ModuleDict({
-        "conv": torch.nn.Conv2d(3, 4, 3), "bn": torch.nn.BatchNorm2d(4),
-        "online_probe": torch.nn.Linear(4, 2),
+        "conv": torch.nn.Conv2d(3, 4, 3), "bn": torch.nn.BatchNorm2d(4), "head": probe,
     })
-    groups = {g["name"]: g for g in param_groups(model, 1e-4)}
+    groups = {g["name"]: g for g in param_groups(model, 1e-4, probe)}
     assert [p.shape for p in groups["decay"]["params"]] == [torch.Size([4, 3, 3, 3])]
     assert groups["no_decay"]["weight_decay"] == 0.0 and groups["no_decay"]["lars_exclude"]
     assert len(groups["no_decay"]["params"]) == 3  # conv bias, bn weight, bn bias
     assert groups["probe"]["weight_decay"] == 0.0
-    # parameter names carry the prefix "online_probe." only through named_parameters
-    class Wrap(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.online_probe = torch.nn.Linear(4, 2)
-    assert len(param_groups(Wrap(), 0.1)[0]["params"]) == 2
+    assert [p for p in groups["probe"]["params"]] == list(probe.parameters())
+    # the probe is known by identity: a module merely named like it gets weight decay
+    named = torch.nn.ModuleDict({"online_probe": torch.nn.Linear(4, 2)})
+    assert [g["name"] for g in param_groups(named, 0.1)] == ["decay", "no_decay"]
 
 
 @pytest.mark.parametrize(("scaling", "expected"), [("sqrt", 0.075 * 32), ("linear", 0.3 * 4),

@@ -20,7 +20,7 @@ from sslterm.profile.load import (
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = sorted((ROOT / "profiles").glob("*.toml"))
-FIXED_KEYS = ["data.dataset", "data.root", "model.method", "model.encoder", "model.temperature",
+FIXED_KEYS = ["data.dataset", "data.root", "model.method", "model.encoder", "simclr.temperature",
               "train.epochs", "train.batch_size", "train.seed", "probe.interval",
               "launch.num_processes", "launch.output_dir"]
 
@@ -42,9 +42,9 @@ def test_fixed_key_names_exist():
 
 def test_overrides_positional_and_typed(tmp_path):
     p = load_profile(ROOT / "profiles/cifar10.toml",
-                     ["model.temperature=0.2", "train.epochs=30", "data.root=/x y",
+                     ["simclr.temperature=0.2", "train.epochs=30", "data.root=/x y",
                       "augment.crop_scale=[0.2, 1.0]", "train.compile=true"])
-    assert p.model.temperature == 0.2 and p.train.epochs == 30 and p.data.root == "/x y"
+    assert p.simclr.temperature == 0.2 and p.train.epochs == 30 and p.data.root == "/x y"
     assert p.augment.crop_scale == (0.2, 1.0) and p.train.compile is True
 
 
@@ -56,7 +56,19 @@ def write(tmp_path, text):
 
 @pytest.mark.parametrize(("text", "overrides", "expected"), [
     ("[model]\ntemprature = 0.2\n", [],
-     "{p}:2: model.temprature: unknown key; did you mean 'model.temperature'?"),
+     "{p}:2: model.temprature: unknown key; did you mean 'simclr.temperature'?"),
+    ("[byol]\nmomentum_strat = 0.9\n", [],
+     "{p}:2: byol.momentum_strat: unknown key; did you mean 'byol.momentum_start'?"),
+    ("[byol]\ntemperature = 0.2\n", [],
+     "{p}:2: byol.temperature: unknown key in [byol]; it belongs to [simclr] and [mocov3]"),
+    ("[model]\nprojector = \"mlp\"\n[simclr]\nprojector = \"linear\"\n", [],
+     "{p}:2: model.projector: is now simclr.projector, which is set too; set only simclr.projector"),
+    ("[simclr]\ntemperature = 0.5\n", ["model.temperature=0.2"],
+     "<command line>: model.temperature: is now simclr.temperature, which is set too; "
+     "set only simclr.temperature"),
+    ("[model]\nencoder = \"resnet18\"\nprojector_dim = 0\n", [],
+     "{p}:3: model.projector_dim: must be >= 1 (got 0)"),
+    ("", ["simclr.temperature=0"], "<command line>: simclr.temperature: must be > 0.0 (got 0)"),
     ("[train]\nepochs = 3\nbase_lr = -0.1\n", [], "{p}:3: train.base_lr: must be > 0.0 (got -0.1)"),
     ("[train]\nbatch_size = 1\n", [], "{p}:2: train.batch_size: must be >= 2 (got 1)"),
     ("[data]\ndataset = \"cifar11\"\n", [],
@@ -156,7 +168,8 @@ def test_no_pydantic_wording_reaches_the_user(key):
                 assert problem.key != key or problem.line is not None, str(problem)
 
 
-@pytest.mark.parametrize("section", ["data", "augment", "model", "train", "probe", "launch"])
+@pytest.mark.parametrize("section", ["data", "augment", "model", "simclr", "byol", "mocov3",
+                                     "simsiam", "train", "probe", "launch"])
 def test_a_section_given_a_value_is_explained(section):
     for literal, words in (("5", "not a single value (got 5)"),
                            ('"x"', "not a single value (got 'x')")):
@@ -172,3 +185,81 @@ def test_default_warmup_shrinks_to_a_short_run_and_the_frozen_profile_keeps_it()
     assert again.train.warmup_epochs == 4.0
     with pytest.raises(ProfileError, match="<command line>: train.epochs: must be >= "):
         validate_text(resolved_toml(profile), "frozen.toml", ["train.epochs=3"])
+
+
+# -- method sections ------------------------------------------------------------------------
+def test_schema_method_names_are_the_registered_methods():
+    import typing
+
+    import sslterm.methods  # noqa: F401  (registers the built-in methods; torch-side)
+    from sslterm.methods.registry import METHODS
+    from sslterm.profile.schema import METHOD_SECTIONS, MethodName, Profile
+
+    assert set(typing.get_args(MethodName)) == set(METHODS) == set(METHOD_SECTIONS)
+    assert all(name in Profile.model_fields for name in METHOD_SECTIONS)
+
+
+@pytest.mark.parametrize(("method", "section"), [
+    ("simclr", {"temperature": 0.5, "projector": "mlp", "projector_hidden_dim": 64,
+                "projector_dim": 32}),
+    ("byol", {"projector_hidden_dim": 64, "projector_dim": 32, "predictor_hidden_dim": 64,
+              "momentum_start": 0.99, "momentum_end": 1.0}),
+    ("mocov3", {"projector_hidden_dim": 64, "projector_dim": 32, "projector_layers": 2,
+                "predictor_hidden_dim": 64, "temperature": 0.2, "momentum_start": 0.99,
+                "momentum_end": 1.0}),
+    ("simsiam", {"projector_hidden_dim": 64, "projector_dim": 32, "predictor_hidden_dim": 16}),
+])
+def test_method_config_is_the_chosen_methods_section_and_smoke_keeps_all_small(method, section):
+    profile = load_profile(ROOT / "profiles/smoke.toml", [f"model.method={method}"])
+    assert profile.method_config() is getattr(profile, method)
+    assert profile.method_config().model_dump() == section
+
+
+OLD_STYLE = """\
+# a run directory's profile.toml from before the method sections
+[model]
+method = "simclr"
+encoder = "resnet18"
+projector = "linear"  # a linear head
+projector_hidden_dim = 128
+projector_dim = 32
+temperature = 0.3
+
+[train]
+epochs = 4
+"""
+
+
+def test_old_style_profile_loads_and_freezes_to_the_new_form():
+    profile = validate_text(OLD_STYLE, "profile.toml")
+    assert profile.method_config().model_dump() == {
+        "temperature": 0.3, "projector": "linear", "projector_hidden_dim": 128, "projector_dim": 32}
+    text = resolved_toml(profile)
+    doc = tomlkit.parse(text).unwrap()
+    assert "temperature" not in doc["model"] and "projector" not in doc["model"]
+    assert doc["simclr"] == profile.simclr.model_dump()
+    assert text.index("[model]") < text.index("[simclr]") < text.index("[train]")
+    assert validate_text(text, "frozen.toml") == frozen(profile)
+
+
+def test_frozen_profile_writes_the_chosen_method_fully_and_others_as_set():
+    """A sweep over model.method from one file keeps each method's own settings."""
+    text = "[model]\nmethod = \"byol\"\n\n[simclr]\ntemperature = 0.3\n\n" \
+           "[byol]\nmomentum_start = 0.996\n\n[mocov3]\n"
+    doc = tomlkit.parse(resolved_toml(validate_text(text, "sweep.toml"))).unwrap()
+    assert doc["byol"] == {"projector_hidden_dim": 4096, "projector_dim": 256,
+                           "predictor_hidden_dim": 4096, "momentum_start": 0.996,
+                           "momentum_end": 1.0}
+    assert doc["simclr"] == {"temperature": 0.3}
+    assert "mocov3" not in doc and "simsiam" not in doc
+    frozen_text = tomlkit.dumps(doc)
+    again = validate_text(frozen_text, "frozen.toml", ["model.method=simclr"])
+    assert again.method_config().temperature == 0.3
+    assert validate_text(frozen_text, "frozen.toml").byol.momentum_start == 0.996
+
+
+def test_another_methods_section_is_accepted_and_validated():
+    profile = validate_text("[mocov3]\ntemperature = 0.5\n", "p.toml")
+    assert profile.model.method == "simclr" and profile.mocov3.temperature == 0.5
+    with pytest.raises(ProfileError, match=r"p.toml:2: mocov3.temperature: must be > 0.0"):
+        validate_text("[mocov3]\ntemperature = 0\n", "p.toml")

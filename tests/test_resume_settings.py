@@ -114,8 +114,8 @@ def test_validation_views_fork_only_the_cpu_generator_on_a_multi_gpu_node(tmp_pa
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        first = [x1 for x1, _ in t.val_views(torch.arange(8), 4)]
-    again = [x1 for x1, _ in t.val_views(torch.arange(8), 4)]
+        first = [views[0] for views in t.val_views(torch.arange(8), 4)]
+    again = [views[0] for views in t.val_views(torch.arange(8), 4)]
     assert len(first) == 2 and all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
 
 

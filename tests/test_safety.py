@@ -100,9 +100,10 @@ def test_resuming_a_run_directory_never_unpickles_code(tmp_path):
 
     import torch
 
+    from sslterm.errors import TrainingError
     from sslterm.profile.load import load_profile
     from sslterm.runs.store import RunDir
-    from sslterm.train.engine import Position, Trainer, TrainingError
+    from sslterm.train.engine import Position, Trainer
 
     profile = load_profile(PACKAGE.parent / "profiles" / "smoke.toml",
                            ["launch.cpu=true", "train.epochs=1"])  # fmt: skip

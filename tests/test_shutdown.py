@@ -18,7 +18,7 @@ from runhelpers import ROOT
 
 from sslterm.runs.store import RunDir
 from sslterm.runs.supervise import error_summary
-from sslterm.train.engine import root_cause
+from sslterm.train.ranks import root_cause
 
 CHILD = """
 import json, os, sys

@@ -26,14 +26,14 @@ def test_set_value_keeps_comments_and_layout():
     doc = edit.parse_document(TEXT)
     edit.set_value(doc, "train.epochs", 7)
     edit.set_value(doc, "train.weight_decay", 1e-6)  # same value: spelling kept
-    edit.set_value(doc, "model.temperature", 0.2)  # new table
+    edit.set_value(doc, "simclr.temperature", 0.2)  # new table
     edit.set_value(doc, "augment.crop_scale", (0.2, 1.0))
     out = edit.dumps(doc)
     assert out.startswith(
         '# my profile\nname = "x"   # the name\n\n[train]\n# how long\nepochs = 7 # short\n'
     )
     assert "weight_decay = 1e-6\n" in out
-    assert "[model]\ntemperature = 0.2\n" in out and "crop_scale = [0.2, 1.0]" in out
+    assert "[simclr]\ntemperature = 0.2\n" in out and "crop_scale = [0.2, 1.0]" in out
     assert edit.get_value(doc, "train.epochs") == 7
     assert edit.get_value(doc, "augment.crop_scale") == [0.2, 1.0]
     assert edit.get_value(doc, "probe.knn", "unset") == "unset"
@@ -84,6 +84,25 @@ def test_schema_fields_cover_the_whole_profile():
     assert specs["augment.crop_scale"].kind == "pair"
     assert specs["probe.knn"].kind == "bool" and specs["probe.knn"].default is True
     assert all(s.help for s in specs.values())
+
+
+def test_move_legacy_keys_moves_simclr_keys_out_of_model_with_their_comments():
+    doc = edit.parse_document(
+        '[model]\nencoder = "resnet18"\ntemperature = 0.5  # warm\nprojector = "linear"\n'
+        "\n[simclr]\nprojector_dim = 32\n"
+    )
+    assert edit.move_legacy_keys(doc) == ["model.temperature", "model.projector"]
+    assert edit.get_value(doc, "model") == {"encoder": "resnet18"}
+    assert edit.get_value(doc, "simclr") == {
+        "projector_dim": 32, "temperature": 0.5, "projector": "linear"}
+    assert "temperature = 0.5  # warm" in edit.dumps(doc)
+    assert edit.move_legacy_keys(doc) == []
+
+
+def test_move_legacy_keys_leaves_a_key_set_in_both_places_for_validation():
+    text = "[model]\ntemperature = 0.5\n\n[simclr]\ntemperature = 0.2\n"
+    doc = edit.parse_document(text)
+    assert edit.move_legacy_keys(doc) == [] and edit.dumps(doc) == text
 
 
 def test_save_document_is_atomic_and_keeps_mode(tmp_path):

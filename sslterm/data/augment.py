@@ -196,7 +196,7 @@ def sample_jitter(
 class ViewParams:
     """Everything random about a batch of views, one row per view (sliceable into chunks)."""
 
-    source: torch.Tensor  # [n] output slot: i is view 1 of image i, B + i its view 2
+    source: torch.Tensor  # [n] output slot: v * B + i is view v of image i
     boxes: torch.Tensor  # [n, 4] crop (top, left, h, w)
     flip: torch.Tensor  # [n] bool
     angle: torch.Tensor  # [n] rotation, degrees
@@ -229,9 +229,11 @@ def sample_views(
     width: int,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    views: int = 2,
 ) -> ViewParams:
-    """Parameters for two views of each of ``batch`` images, in a random order of the 2*batch views."""
-    n, dev = 2 * batch, _device(generator, device)
+    """Parameters for ``views`` views of each of ``batch`` images, in a random order of the
+    views*batch views."""
+    n, dev = views * batch, _device(generator, device)
     if cfg.crop:
         boxes = sample_crop_boxes(n, height, width, cfg.crop_scale, cfg.crop_ratio, generator, dev)
     else:
@@ -390,39 +392,43 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
 
 
 class BatchAugment(torch.nn.Module):
-    """Two independently augmented, normalised float32 views of a uint8 image batch."""
+    """``views`` independently augmented, normalised float32 views of a uint8 image batch
+    (as many as the method asks for, all of one size)."""
 
     def __init__(
-        self, cfg: AugmentConfig, size: int, mean: Sequence[float], std: Sequence[float]
+        self, cfg: AugmentConfig, size: int, mean: Sequence[float], std: Sequence[float],
+        views: int = 2,
     ) -> None:
         super().__init__()
         self.cfg = cfg
         self.size = size
+        self.views = views
         scale, bias = _normalizer(mean, std, torch.device("cpu"))
         self.register_buffer("scale", scale, persistent=False)
         self.register_buffer("bias", bias, persistent=False)
 
     def forward(
         self, images: torch.Tensor, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """images: uint8 [B, 3, H, W] on any device -> two float32 [B, 3, size, size] there."""
+    ) -> list[torch.Tensor]:
+        """images: uint8 [B, 3, H, W] on any device -> ``views`` float32 [B, 3, size, size]
+        there."""
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(
                 f"expected uint8 images [B, 3, H, W], got {images.dtype} {tuple(images.shape)}"
             )
         batch, _, height, width = images.shape
         dev = images.device
-        params = sample_views(self.cfg, batch, height, width, generator, dev).to(dev)
-        n = 2 * batch
+        params = sample_views(self.cfg, batch, height, width, generator, dev, self.views).to(dev)
+        n = self.views * batch
         out = torch.empty((n, 3, self.size, self.size), device=dev)
         chunk = CPU_CHUNK * torch.get_num_threads() if dev.type == "cpu" else n
         for start in range(0, n, chunk):
             part = params[start : start + chunk]
             out.index_copy_(0, part.source, self._views(images, part))
-        return out[:batch], out[batch:]
+        return list(out.split(batch))
 
     def _views(self, images: torch.Tensor, params: ViewParams) -> torch.Tensor:
-        """Normalised views for one chunk of views (rows of a shuffled 2*B batch)."""
+        """Normalised views for one chunk of views (rows of a shuffled views*B batch)."""
         cfg = self.cfg
         x = images.index_select(0, params.source % images.shape[0]).float()
         x = resized_crop(x, params.boxes, params.flip, self.size, gain=1 / 255)

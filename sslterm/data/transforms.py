@@ -58,14 +58,15 @@ def simclr_view(
     return v2.Compose(steps + _to_normalized_tensor(mean, std))
 
 
-class TwoViews:
-    """Dataset transform returning two independent draws of ``view`` (picklable for workers)."""
+class Views:
+    """Dataset transform returning ``n`` independent draws of ``view``, one per view the
+    method asks for (picklable for workers)."""
 
-    def __init__(self, view: Callable[[Image.Image], torch.Tensor]) -> None:
-        self.view = view
+    def __init__(self, view: Callable[[Image.Image], torch.Tensor], n: int = 2) -> None:
+        self.view, self.n = view, n
 
-    def __call__(self, img: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.view(img), self.view(img)
+    def __call__(self, img: Image.Image) -> list[torch.Tensor]:
+        return [self.view(img) for _ in range(self.n)]
 
 
 def eval_transform(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file
+from torch import nn
 
 from sslterm.errors import UserError
 from sslterm.profile.load import load_profile
@@ -23,20 +24,20 @@ if TYPE_CHECKING:
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def encoder_state(checkpoint: Path) -> dict[str, torch.Tensor]:
-    """The encoder's weights from an accelerate checkpoint (``model.safetensors``)."""
+def encoder_state(checkpoint: Path, model: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights of ``model.eval_encoder()`` (the run's method, built from its profile)
+    after loading the checkpoint's ``model.safetensors`` into ``model``: what a method
+    evaluates is its own business (a student encoder, say), never a key prefix."""
     path = checkpoint / "model.safetensors"
     if not path.is_file():
         raise UserError(f"{checkpoint}: no model.safetensors in this checkpoint")
-    state = load_file(path)
-    prefix = "encoder."
-    out = {}
-    for key, value in state.items():
-        if key.startswith(prefix):
-            out[key[len(prefix):].replace("_orig_mod.", "")] = value
-    if not out:
-        raise UserError(f"{path}: holds no encoder weights")
-    return out
+    state = {k.replace("_orig_mod.", ""): v for k, v in load_file(path).items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = (str(err).splitlines() or [""])[0]
+        raise UserError(f"{path}: does not fit the run's model ({first})") from None
+    return model.eval_encoder().state_dict()
 
 
 def pick_checkpoint(run: RunDir, name: str | None) -> Path:
@@ -81,21 +82,20 @@ def export_run_features(run: RunDir, checkpoint: Path, out: Path, device: str = 
     from sslterm.data.registry import build_splits
     from sslterm.eval.export import save_features
     from sslterm.eval.features import extract_features
-    from sslterm.models import create_encoder
+    from sslterm.train.batches import uses_tensor_cache
+    from sslterm.train.model import build_model
 
     profile: Profile = load_profile(run.profile)
     splits = build_splits(profile.data, profile.train.seed)
     info = splits.info
     size = profile.data.image_size or info.image_size
-    encoder, _, small_stem = create_encoder(profile.model.encoder, image_size=size,
-                                            small_stem=profile.model.small_stem)
-    state = encoder_state(checkpoint)
-    encoder.load_state_dict(state)
+    built = build_model(profile, size, info.num_classes, pretrained_weights=False)
+    state = encoder_state(checkpoint, built.model)
+    encoder = built.model.eval_encoder()
     dev = torch.device(device)
     encoder.to(dev)
-    # the images reach the encoder as in the run's own evaluation (Trainer.batched)
-    use_tensors = profile.data.augment == "gpu" or (
-        profile.data.augment == "auto" and info.small and profile.data.cache)
+    # the images reach the encoder as in the run's own evaluation
+    use_tensors = uses_tensor_cache(profile.data, info.small)
     exported = {}
     for split in ("train", "val", "test"):
         n = len(getattr(splits, split))
@@ -110,7 +110,7 @@ def export_run_features(run: RunDir, checkpoint: Path, out: Path, device: str = 
         )
     meta = {
         "dataset": profile.data.dataset, "num_classes": info.num_classes,
-        "encoder": profile.model.encoder, "small_stem": small_stem, "image_size": size,
+        "encoder": profile.model.encoder, "small_stem": built.small_stem, "image_size": size,
         "mean": list(info.mean), "std": list(info.std),
         "checkpoint": f"checkpoints/{checkpoint.name}", "run": run.id,
         "seed": profile.train.seed, "classes": class_names(splits), "order": split_order(splits),

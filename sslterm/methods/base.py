@@ -43,7 +43,17 @@ class Method(nn.Module):
     """Base class of every method; see the module docstring for the contract."""
 
     encoder: nn.Module
-    online_probe: nn.Module | None = None
+    online_probe: nn.Module | None
+    # Keys of the method's profile section that shape its saved tensors: each checkpoint
+    # records them, and a resume that changes one is refused before training starts.
+    shape_keys: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        # an instance attribute, not a class one: nn.Module moves an assigned layer into
+        # _modules, where a class-level None would shadow it on every read. The engine's
+        # layer, assigned after create(), comes last in the state dict, as it always did
+        self.online_probe = None
 
     @classmethod
     def create(cls, encoder: nn.Module, feature_dim: int, config: Any) -> Method:

@@ -72,3 +72,16 @@ def moco_infonce(q: Tensor, k: Tensor, temperature: float, *, keys: Tensor | Non
         logits = q @ keys.T / temperature
         labels = torch.arange(q.shape[0], device=q.device) + offset
         return F.cross_entropy(logits, labels) * (2 * temperature)
+
+
+@torch.no_grad()
+def view_agreement(z1: Tensor, z2: Tensor) -> dict[str, Tensor]:
+    """``cosine``: mean cosine similarity of the two views' embeddings; ``z_std``: the
+    per-channel std of the l2-normalised embeddings times sqrt(dim), about 1 for spread-out
+    embeddings and 0 at collapse (SimSiam paper, Fig. 2), since a high ``cosine`` alone may
+    be a collapse."""
+    with float32(z1.device):
+        z1, z2 = z1.float(), z2.float()
+        cosine = F.cosine_similarity(z1, z2, dim=1).mean()
+        std = F.normalize(z1, dim=1).std(0).mean() * z1.shape[1] ** 0.5
+    return {"cosine": cosine, "z_std": std}

@@ -8,10 +8,11 @@ keeps its own, from its own forward passes, as in the papers' code.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 
 def cosine_schedule(step: int, total_steps: int, start: float, end: float) -> float:
@@ -30,3 +31,18 @@ def update_momentum(student: nn.Module, teacher: nn.Module, momentum: float) -> 
         raise ValueError("student and teacher have different parameter lists")
     torch._foreach_mul_(teacher_params, momentum)
     torch._foreach_add_(teacher_params, student_params, alpha=1.0 - momentum)
+
+
+class Teacher(nn.Module):
+    """A frozen deep copy of the student's encoder and projector (BYOL's target, MoCo v3's
+    momentum encoder), moved only by ``update_momentum``; its output carries no gradient."""
+
+    def __init__(self, encoder: nn.Module, projector: nn.Module) -> None:
+        super().__init__()
+        self.encoder = copy.deepcopy(encoder)
+        self.projector = copy.deepcopy(projector)
+        self.requires_grad_(False)
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> Tensor:
+        return self.projector(self.encoder(x))

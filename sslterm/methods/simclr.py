@@ -2,48 +2,56 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
+from sslterm.methods.base import Method
 from sslterm.methods.gather import all_gather_with_grad, rank_and_world
 from sslterm.methods.losses import contrastive_topk, nt_xent
 from sslterm.methods.registry import register_method
+from sslterm.models import projector
+
+if TYPE_CHECKING:
+    from sslterm.profile.schema import SimCLRConfig
 
 
 @register_method("simclr")
-class SimCLR(nn.Module):
-    def __init__(
-        self,
-        encoder: nn.Module,
-        feature_dim: int,
-        head: nn.Module,
-        temperature: float,
-        num_classes: int = 0,
-    ) -> None:
+class SimCLR(Method):
+    # state-dict keys encoder.*, projector.* (and the engine's online_probe.*) are those of
+    # every SimCLR checkpoint so far: renaming a submodule would orphan their run directories
+    shape_keys = ("projector", "projector_hidden_dim", "projector_dim")
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, temperature: float) -> None:
         super().__init__()
         self.encoder = encoder
         self.projector = head
         self.temperature = temperature
-        # Online probe: sees detached features, so it never shapes the encoder.
-        self.online_probe = nn.Linear(feature_dim, num_classes) if num_classes else None
 
-    def forward(self, x1: Tensor, x2: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
-        b = x1.shape[0]
-        h = self.encoder(torch.cat([x1, x2]))
-        z = self.projector(h)
+    @classmethod
+    def create(cls, encoder: nn.Module, feature_dim: int, config: SimCLRConfig) -> SimCLR:
+        head = projector(config.projector, feature_dim, config.projector_hidden_dim,
+                         config.projector_dim)
+        return cls(encoder, head, config.temperature)
+
+    def _embed(self, views: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Encoder features and projections of both views in one batch ([2b, ...])."""
+        h = self.encoder(torch.cat(views))
+        return h, self.projector(h)
+
+    def training_step(self, views: list[Tensor]) -> dict[str, Tensor]:
+        b = views[0].shape[0]
+        h, z = self._embed(views)
         rank, _ = rank_and_world()
-        everything = all_gather_with_grad(z)
-        loss, logits, positive = nt_xent(
-            z[:b], z[b:], self.temperature, candidates=everything, offset=rank * 2 * b
-        )
-        out = {"loss": loss, "ssl_loss": loss.detach(), "logits": logits, "positive": positive}
-        if self.online_probe is not None and labels is not None:
-            probe_logits = self.online_probe(h[:b].detach().float())
-            probe_loss = nn.functional.cross_entropy(probe_logits, labels)
-            out["loss"] = loss + probe_loss
-            out["probe_correct"] = (probe_logits.argmax(1) == labels).sum()
-        return out
+        loss, _, _ = nt_xent(z[:b], z[b:], self.temperature,
+                             candidates=all_gather_with_grad(z), offset=rank * 2 * b)
+        return {"loss": loss, "features": h[:b]}
 
-    @staticmethod
-    def metrics(out: dict[str, Tensor]) -> dict[str, Tensor]:
-        return contrastive_topk(out["logits"], out["positive"])
+    def val_metrics(self, views: list[Tensor]) -> dict[str, Tensor]:
+        """NT-Xent with this process's negatives only, and how often the positive ranks
+        first / in the top 5 among them."""
+        b = views[0].shape[0]
+        _, z = self._embed(views)
+        loss, logits, positive = nt_xent(z[:b], z[b:], self.temperature)
+        return {"loss": loss.detach(), **contrastive_topk(logits, positive)}

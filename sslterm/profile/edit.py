@@ -25,7 +25,7 @@ from tomlkit.items import Item
 from tomlkit.toml_document import TOMLDocument
 
 from sslterm.errors import ProfileError
-from sslterm.profile.schema import Profile
+from sslterm.profile.schema import LEGACY_MODEL_KEYS, Profile
 
 FieldKind = Literal["bool", "int", "float", "str", "choice", "pair"]
 _MISSING = object()
@@ -90,6 +90,22 @@ def set_value(doc: TOMLDocument, key: str, value: Any) -> None:
     if get_value(node, leaf, _MISSING) == value and type(get_value(node, leaf)) is type(value):
         return  # unchanged: keep the user's spelling (1e-6 vs 0.000001)
     node[leaf] = value
+
+
+def move_legacy_keys(doc: TOMLDocument) -> list[str]:
+    """Move the SimCLR keys a profile made before the method sections holds in [model] to
+    [simclr] (their comments go along), so a form shows them where the schema has them.
+    A key set in both places stays, for validation to report. Returns the keys moved."""
+    model = doc.get("model")
+    if not isinstance(model, Mapping):
+        return []
+    moved = [k for k in LEGACY_MODEL_KEYS
+             if k in model and get_value(doc, f"simclr.{k}", _MISSING) is _MISSING]
+    for key in moved:
+        item = model.item(key)
+        model.remove(key)
+        doc.setdefault("simclr", tomlkit.table()).add(key, item)
+    return [f"model.{k}" for k in moved]
 
 
 def dumps(doc: TOMLDocument) -> str:

@@ -13,13 +13,13 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomlkit
 from pydantic import BaseModel, ValidationError
 
 from sslterm.errors import ProfileError
-from sslterm.profile.schema import Profile
+from sslterm.profile.schema import LEGACY_MODEL_KEYS, METHOD_SECTIONS, Profile
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -101,16 +101,27 @@ _PAIR = ("tuple_type", "too_short", "too_long")
 _SECTION = ("model_type", "model_attributes_type", "dict_type")
 
 
+def _unknown_key(loc: tuple[str, ...]) -> str:
+    """"Did you mean" among the section's keys; in [model] also the SimCLR keys that moved
+    out of it, and in a method section the keys only another method has."""
+    known = {".".join([*loc[:-1], k]): k for k in _field_names(loc[:-1])}
+    if loc[:-1] == ("model",):
+        known.update({f"simclr.{k}": k for k in LEGACY_MODEL_KEYS})
+    close = difflib.get_close_matches(loc[-1], list(dict.fromkeys(known.values())), n=1, cutoff=0.6)
+    if close:
+        return f"unknown key; did you mean '{next(k for k, v in known.items() if v == close[0])}'?"
+    owners = [m for m in METHOD_SECTIONS if loc[-1] in _field_names((m,))]
+    if loc[:-1] and loc[0] in METHOD_SECTIONS and owners:
+        return f"unknown key in [{loc[0]}]; it belongs to {' and '.join(f'[{m}]' for m in owners)}"
+    return f"unknown key (known: {', '.join(_field_names(loc[:-1]))})"
+
+
 def _plain_message(kind: str, loc: tuple[str, ...], err: dict[str, Any]) -> str:
     """Pydantic's error ``kind`` in the words of a profile: what to write instead."""
     ctx = err.get("ctx") or {}
     indexed = any(isinstance(p, int) for p in err["loc"])
     if kind == "extra_forbidden":
-        known = _field_names(loc[:-1])
-        close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
-        if close:
-            return f"unknown key; did you mean '{'.'.join([*loc[:-1], close[0]])}'?"
-        return f"unknown key (known: {', '.join(known)})"
+        return _unknown_key(loc)
     if kind in _SECTION:
         name = ".".join(loc)
         if isinstance(err.get("input"), list):
@@ -160,11 +171,24 @@ def _on_command_line(err: dict[str, Any], key: str, msg: str, cli_keys: set[str]
     return next(((k, m) for k, m in alternatives.items() if k in cli_keys), (key, msg))
 
 
-def _profile_error(exc: ValidationError, path: str, text: str, cli_keys: set[str]) -> ProfileError:
+def _as_written(key: str, data: dict[str, Any]) -> str:
+    """``key`` as the profile spells it: a SimCLR key written in [model] (the layout before
+    method sections) is reported there, at its own line, not as ``simclr.*``."""
+    section, _, leaf = key.partition(".")
+    model = data.get("model")
+    if section == "simclr" and leaf in LEGACY_MODEL_KEYS and isinstance(model, dict) and leaf in model:
+        return f"model.{leaf}"
+    return key
+
+
+def _profile_error(
+    exc: ValidationError, path: str, text: str, cli_keys: set[str], data: dict[str, Any]
+) -> ProfileError:
     """The first problem, carrying the others (one per key) in ``also``."""
     found: dict[str, ProfileError] = {}
     for err in exc.errors():
-        key, msg = _on_command_line(err, *_describe(err), cli_keys)
+        key, msg = _describe(err)
+        key, msg = _on_command_line(err, _as_written(key, data), msg, cli_keys)
         if key in found:
             continue
         if any(k == key or k.startswith(f"{key}.") for k in cli_keys):
@@ -191,7 +215,7 @@ def parse_override(item: str) -> tuple[str, Any]:
         raise ProfileError(CLI, None, item, "override must look like key=value")
     key, raw = (s.strip() for s in item.split("=", 1))
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
-        raise ProfileError(CLI, None, key, "not a dotted key like model.temperature")
+        raise ProfileError(CLI, None, key, "not a dotted key like simclr.temperature")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
@@ -221,7 +245,7 @@ def validate_data(
     try:
         profile = Profile.model_validate(data)
     except ValidationError as exc:
-        raise _profile_error(exc, path, text, set(cli_keys)) from None
+        raise _profile_error(exc, path, text, set(cli_keys), data) from None
     if not profile.name:
         stem = Path(path).stem if path not in (CLI, "<profile>") else "profile"
         profile.name = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem) or "profile"
@@ -257,13 +281,27 @@ def path_keys(model: type[BaseModel] = Profile, prefix: str = "") -> list[str]:
     return keys
 
 
+def frozen_data(profile: Profile, mode: Literal["python", "json"] = "python") -> dict[str, Any]:
+    """``profile`` as the data its frozen form holds: every key of every section, except
+    that the sections of the methods not chosen keep only the keys the user set there (and
+    vanish without any), so a sweep over ``model.method`` keeps each method's settings
+    while the file stays about the run it describes."""
+    data = profile.model_dump(mode=mode)
+    for name in METHOD_SECTIONS:
+        if name != profile.model.method:
+            data[name] = getattr(profile, name).model_dump(mode=mode, exclude_unset=True)
+            if not data[name]:
+                del data[name]
+    return data
+
+
 def frozen(profile: Profile, cwd: str | os.PathLike[str] | None = None) -> Profile:
     """``profile`` with every path key absolute, read against ``cwd`` (default: the current
     directory), so a run reproduces from any directory. Relative paths in a profile file and
     in overrides alike mean "from where the command runs", as in most command-line tools;
     ``~`` is expanded and empty values (unset) stay empty."""
     base = Path(cwd) if cwd is not None else Path.cwd()
-    data = profile.model_dump()
+    data = frozen_data(profile)
     for key in path_keys():
         section, leaf = key.split(".")
         value = data[section][leaf]
@@ -272,14 +310,22 @@ def frozen(profile: Profile, cwd: str | os.PathLike[str] | None = None) -> Profi
     return Profile.model_validate(data)
 
 
+def _method_first(data: dict[str, Any], method: str) -> dict[str, Any]:
+    """``data`` with the chosen method's section right after [model], the others after it."""
+    order = [*data]
+    order.remove(method)
+    order.insert(order.index("model") + 1, method)
+    return {k: data[k] for k in order}
+
+
 def resolved_toml(profile: Profile) -> str:
     """The frozen profile (:func:`frozen`) as TOML, every default written out, each key
     commented with its help text, so a run can be reproduced from this file alone, from
     any directory."""
     doc = tomlkit.document()
     doc.add(tomlkit.comment("sslterm profile, fully resolved"))
-    data = frozen(profile).model_dump(mode="json")
-    for name, value in data.items():
+    data = frozen_data(frozen(profile), mode="json")
+    for name, value in _method_first(data, profile.model.method).items():
         if isinstance(value, dict):
             table = tomlkit.table()
             section: type[BaseModel] = Profile.model_fields[name].annotation  # type: ignore[assignment]

@@ -7,9 +7,10 @@ field descriptions double as help text in the TUI composer and the README.
 
 from __future__ import annotations
 
-from typing import Literal
+import importlib.util
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DatasetName = Literal[
     "cifar10",
@@ -114,8 +115,14 @@ class AugmentConfig(Section):
         return self
 
 
+MethodName = Literal["simclr", "byol", "mocov3", "simsiam"]
+
+
 class ModelConfig(Section):
-    method: Literal["simclr"] = Field("simclr", description="Self-supervised method.")
+    method: MethodName = Field(
+        "simclr", description="Self-supervised method; its settings are in the section of "
+        "the same name ([simclr], [byol], [mocov3], [simsiam])."
+    )
     encoder: str = Field("resnet18", min_length=1, description="Any timm model name.")
     pretrained: bool = Field(False, description="Start from timm's pretrained weights.")
     small_stem: Literal["auto", "on", "off"] = Field(
@@ -123,11 +130,87 @@ class ModelConfig(Section):
         description="3x3 stride-1 stem without max-pool; 'auto' = on for ResNet-like "
         "encoders at image sizes <= 64 px.",
     )
+    sync_batchnorm: bool = Field(False, description="Convert BatchNorm to SyncBatchNorm.")
+    init_from: str = Field(
+        "",
+        description="Warm start: the encoder's first weights, from a run (id or folder: its "
+        "newest checkpoint, else its features/encoder.safetensors) or an encoder "
+        ".safetensors file; '' = fresh (or timm's, with model.pretrained).",
+        json_schema_extra=PATH,
+    )
+
+    @model_validator(mode="after")
+    def _one_start(self) -> ModelConfig:
+        if self.pretrained and self.init_from:
+            raise FieldProblem(
+                "model.init_from", "cannot be combined with model.pretrained; turn one off",
+                {"model.pretrained": "cannot be combined with model.init_from; turn one off"},
+            )
+        return self
+
+
+class SimCLRConfig(Section):
+    temperature: float = Field(0.1, gt=0.0, le=10.0, description="NT-Xent temperature.")
     projector: Literal["mlp", "linear"] = Field("mlp", description="Projection head type.")
     projector_hidden_dim: int = Field(64, ge=1, description="Projector hidden width.")
     projector_dim: int = Field(64, ge=1, description="Projector output width.")
-    temperature: float = Field(0.1, gt=0.0, le=10.0, description="NT-Xent temperature.")
-    sync_batchnorm: bool = Field(False, description="Convert BatchNorm to SyncBatchNorm.")
+
+
+class BYOLConfig(Section):
+    projector_hidden_dim: int = Field(4096, ge=1, description="Projector hidden width.")
+    projector_dim: int = Field(256, ge=1, description="Projector output width.")
+    predictor_hidden_dim: int = Field(4096, ge=1, description="Predictor hidden width.")
+    momentum_start: float = Field(
+        0.99, ge=0.0, le=1.0, description="Target-network EMA momentum at the first step."
+    )
+    momentum_end: float = Field(
+        1.0, ge=0.0, le=1.0, description="EMA momentum at the last step (cosine schedule)."
+    )
+
+
+class MoCoV3Config(Section):
+    projector_hidden_dim: int = Field(4096, ge=1, description="Projector hidden width.")
+    projector_dim: int = Field(256, ge=1, description="Projector output width.")
+    projector_layers: int = Field(2, ge=2, description="Projector depth in Linear layers.")
+    predictor_hidden_dim: int = Field(4096, ge=1, description="Predictor hidden width.")
+    temperature: float = Field(0.2, gt=0.0, le=10.0, description="InfoNCE temperature.")
+    momentum_start: float = Field(
+        0.99, ge=0.0, le=1.0, description="Momentum-encoder EMA momentum at the first step."
+    )
+    momentum_end: float = Field(
+        1.0, ge=0.0, le=1.0, description="EMA momentum at the last step (cosine schedule)."
+    )
+
+
+class SimSiamConfig(Section):
+    projector_hidden_dim: int = Field(2048, ge=1, description="Projector hidden width.")
+    projector_dim: int = Field(2048, ge=1, description="Projector output width.")
+    predictor_hidden_dim: int = Field(512, ge=1, description="Predictor bottleneck width.")
+
+
+MethodConfig = SimCLRConfig | BYOLConfig | MoCoV3Config | SimSiamConfig
+METHOD_SECTIONS: tuple[MethodName, ...] = get_args(MethodName)
+# Keys that profiles made before the method sections held in [model] (every existing run
+# directory has them); they still load, into [simclr].
+LEGACY_MODEL_KEYS = ("temperature", "projector", "projector_hidden_dim", "projector_dim")
+
+
+def move_legacy_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the legacy ``model.*`` SimCLR keys moved to ``[simclr]``; one written in
+    both places is a FieldProblem, as neither silently wins."""
+    model, simclr = data.get("model"), data.get("simclr", {})
+    if not (isinstance(model, dict) and isinstance(simclr, dict)):
+        return data
+    moved = {k: model[k] for k in LEGACY_MODEL_KEYS if k in model}
+    if not moved:
+        return data
+    for key in moved:
+        if key in simclr:
+            raise FieldProblem(
+                f"model.{key}", f"is now simclr.{key}, which is set too; set only simclr.{key}"
+            )
+    rest = {k: v for k, v in model.items() if k not in moved}
+    return {**data, "model": rest, "simclr": {**simclr, **moved}}
 
 
 class TrainConfig(Section):
@@ -213,6 +296,10 @@ class ProbeConfig(Section):
     )
 
 
+# Experiment trackers (Accelerate's); each is its own package and sslterm extra of that name.
+TrackerName = Literal["tensorboard", "wandb", "mlflow"]
+
+
 class LaunchConfig(Section):
     num_processes: int = Field(1, ge=1, description="Processes (GPUs) per machine.")
     gpu_ids: str = Field("all", description="GPUs to use: 'all' or a list like '0,1'.")
@@ -227,6 +314,38 @@ class LaunchConfig(Section):
     output_dir: str = Field(
         "./runs", description="Folder that holds run directories.", json_schema_extra=PATH
     )
+    log_with: list[TrackerName] = Field(
+        [],
+        description="Experiment trackers that also get every metric, with the profile as "
+        "config: tensorboard (RUN/tensorboard), wandb (offline unless WANDB_MODE is set), "
+        "mlflow (RUN/mlruns unless MLFLOW_TRACKING_URI is set).",
+    )
+
+    @field_validator("log_with", mode="before")
+    @classmethod
+    def _tracker_list(cls, value: Any) -> Any:
+        """``tensorboard,wandb`` (a command-line override, a form field) is a list too."""
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        if not isinstance(value, list):
+            raise FieldProblem("launch.log_with", f'must be a list of tracker names, like '
+                               f'["tensorboard"] (got {value!r})')
+        return value
+
+    @field_validator("log_with")
+    @classmethod
+    def _trackers_installed(cls, names: list[str]) -> list[str]:
+        """Accelerate drops a tracker whose package is missing without a word: refused
+        here instead, naming the extra that installs it."""
+        for n, name in enumerate(names):
+            if name in names[:n]:
+                raise FieldProblem("launch.log_with", f"names {name!r} twice")
+            if importlib.util.find_spec(name) is None:
+                raise FieldProblem(
+                    "launch.log_with",
+                    f"{name} is not installed; pip install 'sslterm[{name}]'",
+                )
+        return names
 
     @model_validator(mode="after")
     def _machines(self) -> LaunchConfig:
@@ -249,9 +368,22 @@ class Profile(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    simclr: SimCLRConfig = Field(default_factory=SimCLRConfig)
+    byol: BYOLConfig = Field(default_factory=BYOLConfig)
+    mocov3: MoCoV3Config = Field(default_factory=MoCoV3Config)
+    simsiam: SimSiamConfig = Field(default_factory=SimSiamConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        return move_legacy_keys(data) if isinstance(data, dict) else data
+
+    def method_config(self) -> MethodConfig:
+        """The chosen method's own section (``[simclr]`` for ``model.method = "simclr"``)."""
+        return getattr(self, self.model.method)
 
     @model_validator(mode="after")
     def _cross(self) -> Profile:

@@ -90,14 +90,17 @@ def lars_update(
     return update * ratio
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weights get decay; biases/norm parameters (1-D) and the online probe do not."""
-    decay, no_decay, probe = [], [], []
-    for name, p in model.named_parameters():
+def param_groups(model: nn.Module, weight_decay: float,
+                 probe: nn.Module | None = None) -> list[dict]:
+    """Weights get decay; biases/norm parameters (1-D) and ``probe`` (the engine's online
+    probe, recognised by identity, not by name) do not."""
+    in_probe = {id(p) for p in probe.parameters()} if probe is not None else set()
+    decay, no_decay, probe_params = [], [], []
+    for p in model.parameters():
         if not p.requires_grad:
             continue
-        if name.startswith("online_probe."):
-            probe.append(p)
+        if id(p) in in_probe:
+            probe_params.append(p)
         elif p.ndim <= 1:
             no_decay.append(p)
         else:
@@ -106,8 +109,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
         {"params": decay, "weight_decay": weight_decay, "name": "decay"},
         {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True, "name": "no_decay"},
     ]
-    if probe:
-        groups.append({"params": probe, "weight_decay": 0.0, "lars_exclude": True, "name": "probe"})
+    if probe_params:
+        groups.append({"params": probe_params, "weight_decay": 0.0, "lars_exclude": True,
+                       "name": "probe"})
     return [g for g in groups if g["params"]]
 
 

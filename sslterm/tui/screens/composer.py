@@ -31,10 +31,19 @@ from tomlkit.toml_document import TOMLDocument
 from sslterm.errors import ProfileError, UserError
 from sslterm.profile import edit
 from sslterm.profile.load import validate_text
-from sslterm.profile.schema import Profile
+from sslterm.profile.schema import METHOD_SECTIONS, Profile
 from sslterm.tui.screens.dialogs import ConfirmScreen, PathPrompt, ProfilePicker
 from sslterm.tui.widgets.modebar import ModeBar
 from sslterm.tui.widgets.profile_form import FieldChanged, FieldEditor, FieldTable
+
+
+def method_fields(doc: TOMLDocument) -> list[edit.FieldSpec]:
+    """The form's fields: every section's, but of the method sections only the chosen
+    method's (the default method's while ``model.method`` holds no known name)."""
+    method = edit.get_value(doc, "model.method")
+    if method not in METHOD_SECTIONS:
+        method = Profile().model.method
+    return [f for f in edit.schema_fields() if f.section not in METHOD_SECTIONS or f.section == method]
 
 
 def environment_key(profile: Profile) -> str:
@@ -76,7 +85,7 @@ class ComposerScreen(Screen):
         with Horizontal():
             with Vertical(id="form-pane"):
                 yield Static(id="composer-title")
-                yield FieldTable(edit.schema_fields(), id="fields")
+                yield FieldTable(method_fields(self.doc), id="fields")
                 yield FieldEditor(id="editor")
             with Vertical(id="preview-pane"):
                 yield Static(id="validation")
@@ -149,7 +158,13 @@ class ComposerScreen(Screen):
         self._refresh()
 
     def _set_doc(self, doc: TOMLDocument, path: Path | None, stem: str, origin: str) -> None:
-        self.doc, self.path, self.stem, self.origin, self.dirty = doc, path, stem, origin, False
+        """Show ``doc``; SimCLR keys of the old layout move to [simclr] (a change to save)."""
+        moved = edit.move_legacy_keys(doc)
+        self.doc, self.path, self.stem, self.origin = doc, path, stem, origin
+        self.dirty = bool(moved)
+        if moved:
+            self.notify(f"moved {', '.join(moved)} to [simclr], where they are now; save to keep")
+        self.fields.show_fields(method_fields(doc), doc)
         self.fields.load(doc)
         self._refresh()
         self._edit_selected()
@@ -158,6 +173,7 @@ class ComposerScreen(Screen):
     def _field_changed(self, event: FieldChanged) -> None:
         before = self.text
         edit.set_value(self.doc, event.key, event.value)
+        self.fields.show_fields(method_fields(self.doc), self.doc)
         self.fields.show_value(event.key, edit.get_value(self.doc, event.key))
         if self.text != before:
             self.dirty = True

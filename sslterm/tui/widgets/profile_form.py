@@ -62,8 +62,25 @@ class FieldTable(DataTable):
         self.add_column("value", key="value", width=16)
         self.add_column("default", key="default", width=10)
         self.add_column("help / error", key="note")
+        self._add_rows()
+
+    def _add_rows(self) -> None:
         for key, spec in self.specs.items():
             self.add_row(key, "", _clip(format_value(spec.default), 10), help_text(spec), key=key)
+
+    def show_fields(self, specs: list[FieldSpec], doc: Mapping[str, Any]) -> None:
+        """Show these fields instead (another method's section, say), with their values in
+        ``doc``; the cursor stays on its field. Error marks go: the caller shows them anew."""
+        if [s.key for s in specs] == list(self.specs):
+            return
+        current = self.selected
+        self.specs = {s.key: s for s in specs}
+        self.error_keys = []
+        self.clear()
+        self._add_rows()
+        self.load(doc)
+        if current is not None:
+            self.goto(current.key)
 
     @property
     def selected(self) -> FieldSpec | None:
