@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ SERVE_INSTALL = 'pip install textual-serve (in a clone: pip install -e ".[serve]
 def _profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("profile", help="profile TOML file")
     p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="dotted overrides, e.g. model.temperature=0.2 (anywhere on the line)")
+                   help="dotted overrides, e.g. simclr.temperature=0.2 (anywhere on the line)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="an override (repeatable)")
 
@@ -114,6 +115,38 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--partition", default=None)
     slurm.add_argument("--time", default="24:00:00")
     slurm.add_argument("--submit", action="store_true")
+
+    plot = command("plot", "draw one metric of one or more runs into an SVG, PNG or PDF figure")
+    plot.add_argument("runs", nargs="+", metavar="RUN", help="runs to overlay")
+    plot.add_argument("--metric", "-m", default="loss",
+                      help="series to draw: loss, val_loss, lr, ips, knn, linear, ... "
+                      "(default: loss)")
+    plot.add_argument("--x", default="step", choices=("step", "epoch", "time"),
+                      help="x axis (default: step)")
+    plot.add_argument("--smooth", type=float, default=0.0, metavar="W",
+                      help="EMA weight in [0, 1) for noisy series (default: 0, raw values)")
+    plot.add_argument("--out", required=True, metavar="FILE",
+                      help="figure file: .svg, .png or .pdf")
+
+    export = command("export", "write every series of a run's event log as CSV or JSON")
+    _run_arg(export)
+    export.add_argument("--format", choices=("csv", "json"), default="csv")
+    export.add_argument("--out", metavar="FILE", help="output file (default: standard output)")
+
+    sweep = command("sweep", "queue one run per point of a grid of overrides, then show the "
+                    "table of results")
+    sweep.add_argument("profile", nargs="?", help="profile TOML file")
+    sweep.add_argument("overrides", nargs="*", default=[], metavar="KEY=V1,V2,...",
+                       help="values to sweep (one value: an override every run shares)")
+    sweep.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                       help="an override every run shares (repeatable)")
+    sweep.add_argument("--parallel", "-j", type=int, default=1, metavar="N",
+                       help="runs at once (default: 1)")
+    sweep.add_argument("--detach", "-d", action="store_true",
+                       help="print the sweep id and return (the queue runner goes on)")
+    sweep.add_argument("--show", metavar="SWEEP", nargs="?", const="",
+                       help="print a sweep's table (default: the newest) and return")
+    sweep.add_argument("--sort", metavar="METRIC", help="sort by this final metric")
     return parser
 
 
@@ -401,11 +434,99 @@ def cmd_app(args: argparse.Namespace) -> int:
     return run_app(output_dir=_output_dir(args))
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from sslterm.report.plot import save_figure
+    from sslterm.runs.store import find_run
+
+    if not 0.0 <= args.smooth < 1.0:
+        raise UserError(f"<command line>: --smooth: must be in [0, 1) (got {args.smooth:g})")
+    runs = [find_run(ref, _output_dir(args)) for ref in args.runs]
+    path = save_figure(runs, args.metric, args.x, args.out, smoothing=args.smooth)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from sslterm.report.export import export_run
+    from sslterm.runs.store import find_run
+
+    text = export_run(find_run(args.run, _output_dir(args)), args.format)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _print_sweep(sweep: Any, output_dir: str, metric: str | None) -> None:
+    from rich.console import Console
+
+    from sslterm.report.sweep_table import default_sort, metric_names, render, sweep_rows
+    from sslterm.runs.sweep import sweep_status
+
+    rows = sweep_rows(sweep_status(sweep, output_dir))
+    if metric is not None and metric not in metric_names(rows):
+        have = ", ".join(metric_names(rows)) or "none yet"
+        raise UserError(f"--sort {metric}: no run of the sweep has it (they have: {have})")
+    Console(width=None if sys.stdout.isatty() else 10_000).print(
+        render(sweep, rows, metric or default_sort(rows)))
+
+
+def _wait_sweep(sweep: Any, output_dir: str) -> None:
+    """Print each point's state as it changes until every point has ended."""
+    import time
+
+    from sslterm.runs.sweep import finished, sweep_status
+
+    seen: dict[int, str] = {}
+    while True:
+        points = sweep_status(sweep, output_dir)
+        for p in points:
+            if seen.get(p.index) != p.state:
+                seen[p.index] = p.state
+                run = f" {p.run.id}" if p.run else ""
+                error = f": {p.error}" if p.error and p.state == "failed" else ""
+                print(f"{p.name}:{run} {p.state}{error}", flush=True)
+        if finished(points):
+            return
+        time.sleep(1.0)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from sslterm.runs import sweep as sweeps
+
+    if args.show is not None:
+        out = _output_dir(args)
+        _print_sweep(sweeps.find_sweep(args.show or None, out), out, args.sort)
+        return 0
+    if args.profile is None:
+        args.parser.error("a profile is needed (or --show)")
+    from sslterm.profile.load import load_profile
+
+    out = args.output_dir or load_profile(args.profile, args.sets).launch.output_dir
+    sweep = sweeps.create_sweep(out, args.profile, sweeps.parse_axes(args.overrides), args.sets,
+                                args.parallel)
+    if args.detach:
+        print(sweep.id)
+        return 0
+    print(f"sweep {sweep.id}: {len(sweep.points)} runs queued ({args.parallel} at a time)",
+          flush=True)
+    try:
+        _wait_sweep(sweep, out)
+    except KeyboardInterrupt:
+        print(f"\nstopped watching; the queue runner goes on: sslterm -o {out} sweep --show "
+              f"{sweep.id}", file=sys.stderr)
+        return 130
+    _print_sweep(sweep, out, args.sort)
+    return 0
+
+
 HANDLERS = {
     None: cmd_app, "run": cmd_run, "profile": cmd_profile, "runs": cmd_runs,
     "stop": cmd_control, "kill": cmd_control, "resume": cmd_control, "follow": cmd_control,
     "rm": cmd_rm, "features": cmd_features, "probe": cmd_probe, "serve": cmd_serve,
-    "slurm": cmd_slurm,
+    "slurm": cmd_slurm, "plot": cmd_plot, "export": cmd_export, "sweep": cmd_sweep,
 }
 
 
@@ -418,6 +539,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `sslterm runs | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

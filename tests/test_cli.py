@@ -179,3 +179,17 @@ def test_the_test_extra_brings_everything_the_code_and_tests_import(folder: str)
                 if not names & installed:
                     missing.add(f"{top} ({path.relative_to(REPO)})")
     assert not missing, sorted(missing)
+
+
+# -- plot / export / sweep stay light --------------------------------------------------------
+@pytest.mark.parametrize("argv", [["--help"], ["runs"], ["plot", "--help"], ["sweep", "--show"],
+                                  ["export", "nope"]])
+def test_light_commands_import_neither_torch_nor_matplotlib(argv: list[str], tmp_path: Path) -> None:
+    """plot/export/sweep load their libraries lazily: the rest of the CLI starts as fast."""
+    code = ("import sys\nfrom sslterm.cli import main\ntry:\n    main(sys.argv[1:])\n"
+            "except SystemExit:\n    pass\n"
+            "print('HEAVY=' + ','.join(sorted(m for m in ('torch', 'matplotlib', 'timm') "
+            "if m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code, "-o", str(tmp_path), *argv], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.splitlines()[-1] == "HEAVY=", out.stderr

@@ -38,10 +38,22 @@ def test_smoke_run_leaves_a_complete_run_directory(smoke):
     ckpts = sorted((run / "checkpoints").iterdir())
     assert ckpts and all((c / "COMPLETE").exists() for c in ckpts)
     assert results["checkpoint"] == f"checkpoints/{ckpts[-1].name}"
+
     weights = load_file(ckpts[-1] / "model.safetensors")
     assert any(k.startswith("encoder.") for k in weights)
     runs = sslterm("-o", str(tmp_path / "runs"), "runs", cwd=tmp_path, check=True)
     assert run.name in runs.stdout and "finished" in runs.stdout
+
+
+def test_piped_progress_is_whole_lines(smoke):
+    """Headless output into a pipe (a log file, a scheduler): whole lines, never cut or
+    wrapped at the console width, and no progress bar."""
+    out = smoke[2].stdout
+    lines = out.splitlines()
+    assert "…" not in out and "━" not in out  # rich's ellipsis of a cut line; its bar
+    evaluation = next(line for line in lines if line.startswith("evaluation: kNN"))
+    assert evaluation.rstrip().endswith("for it")  # one line, though longer than COLUMNS
+    assert lines[-1].startswith("run ") and lines[-1].split()[2] == "finished:"
 
 
 def test_stop_then_resume_continues_the_event_log(tmp_path):

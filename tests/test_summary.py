@@ -305,7 +305,7 @@ def test_summary_reads_the_results_build_results_writes(tmp_path):
     run_finished event, give the summary's final linear and kNN numbers."""
     pytest.importorskip("torch")
     from sslterm.profile.load import validate_text
-    from sslterm.train.engine import History, build_results
+    from sslterm.train.results import History, build_results
 
     run = RunDir(tmp_path / "r1")
     write_status(run.path)
@@ -317,6 +317,10 @@ def test_summary_reads_the_results_build_results_writes(tmp_path):
                            "val_top1": 96.0, "test_top1": 45.5})  # fmt: skip
     results = build_results(validate_text("", "p.toml"), history, run)
     assert final_accuracies(results) == {"linear": 45.5, "linear_split": "test", "knn": 61.25}
+    # the method's own val metrics, whatever they are, under ssl_val_<name>
+    assert {k: v for k, v in results["final"].items() if k.startswith("ssl_")} == {
+        "ssl_train_loss": 5.0, "ssl_val_loss": 4.0, "ssl_val_top1": 50.0, "ssl_val_top5": 90.0}
+    assert results["final"]["method"] == "simclr"
     (run.path / "events.jsonl").write_text(
         event("run_finished", 1.0, epoch=0, step=10, results=results)
     )
@@ -351,3 +355,88 @@ def test_notes_keep_the_non_step_events_for_a_log_pane(tmp_path):
     s.update()
     assert [e["kind"] for e in s.notes] == ["run_started", "epoch", "checkpoint"]
     assert s.noted == 3
+
+
+def test_every_numeric_field_becomes_a_series_with_the_method(tmp_path):
+    """Methods log their own scalars (BYOL's momentum on steps, SimCLR's top1 on val):
+    each one is a series, named by where it came from."""
+    run = tmp_path / "r1"
+    write_status(run)
+    (run / "profile.toml").write_text('[model]\nmethod = "byol"\n')
+    (run / "events.jsonl").write_text(
+        event("run_started", 1000.0, epochs=1, steps_per_epoch=2)
+        + event("step", 1001.0, epoch=0, step=1, loss=2.0, lr=0.1, ips=9.0, momentum=0.99)
+        + event("step", 1002.0, epoch=0, step=2, loss=1.0, lr=0.1, ips=9.0, momentum=0.995)
+        + event("epoch", 1002.0, epoch=0, step=2, loss=1.5, online_top1=30.0, tag="x")
+        + event("val", 1003.0, epoch=0, step=2, loss=1.2, top1=80.0, knn_top1=40.0, knn_top5=70.0)
+        + event("probe", 1004.0, epoch=0, step=2, protocol="linear", val_top1=50.0, test_top1=49.0)
+    )
+    s = RunSummary(RunDir(run))
+    s.update()
+    assert s.method == "byol"
+    assert list(s.series["momentum"].value) == [0.99, 0.995]
+    assert list(s.series["epoch_online_top1"].value) == [30.0]
+    assert list(s.series["val_top1"].value) == [80.0]
+    assert list(s.series["val_knn_top5"].value) == [70.0]
+    assert list(s.series["knn"].value) == [40.0]
+    assert list(s.series["linear_val_top1"].value) == [50.0]
+    assert list(s.series["linear"].value) == [49.0]
+    assert "epoch_tag" not in s.series and "val_step" not in s.series
+    assert sm.metric_title("momentum") == "momentum" and sm.metric_title("ips") == "images/s"
+
+
+def test_method_of_a_legacy_profile_is_simclr_and_run_started_wins(tmp_path):
+    run = tmp_path / "r1"
+    write_status(run)
+    (run / "profile.toml").write_text('[model]\nencoder = "resnet18"\n')
+    (run / "events.jsonl").write_text(event("run_started", 1000.0, epochs=1))
+    s = RunSummary(RunDir(run))
+    s.update()
+    assert s.method == "simclr"
+    with open(run / "events.jsonl", "a") as fh:
+        fh.write(event("run_started", 1001.0, epochs=1, method="mocov3"))
+    s.update()
+    assert s.method == "mocov3"
+
+
+def test_eta_of_a_live_run_from_its_recent_speed(tmp_path):
+    run = tmp_path / "r1"
+    write_status(run, state="running", host="gpu-node-elsewhere")  # alive as status says
+    (run / "events.jsonl").write_text(
+        event("run_started", 1000.0, epochs=10, steps_per_epoch=10) + step_lines(20, t0=1000.0)
+    )
+    s = RunSummary(RunDir(run))
+    s.update()
+    assert s.alive
+    # 20 of 100 steps, one step a second (t = 1001 .. 1020): 80 s left at the last step
+    assert s.eta(now=1020.0) == pytest.approx(80.0)
+    assert s.eta(now=1030.0) == pytest.approx(70.0)
+    write_status(run, state="finished", ended="2024-05-01T12:10:00+00:00")
+    s.update()
+    assert s.eta(now=1030.0) is None
+
+
+def test_value_at_reads_the_last_point_at_or_before_x_and_points_from_lo():
+    s = Series()
+    for i, v in enumerate([1.0, math.nan, 3.0, 4.0], start=1):
+        s.append(i, i / 10, i * 2.0, v)
+    assert s.value_at("step", 0.5) is None
+    assert s.value_at("step", 2.5) == 1.0  # the NaN at step 2 is skipped
+    assert s.value_at("step", 3) == 3.0 and s.value_at("time", 100.0) == 4.0
+    assert s.points("step", lo=3) == ([3.0, 4.0], [3.0, 4.0])
+    assert s.points("step", width=10, lo=2.5) == ([3.0, 4.0], [3.0, 4.0])
+
+
+def test_final_table_lists_every_final_number_by_protocol():
+    results = {"final": {
+        "ssl_val_loss": 1.5, "ssl_val_top1": 80.0, "method": "byol",
+        "linear_eval": {"protocol": "offline", "epoch": 9, "val_top1": 50.0, "test_top1": 49.0},
+        "knn": {"protocol": "kNN", "val_top1": 45.0},
+        "online_probe": {"protocol": "online", "train_top1": None},
+    }}  # fmt: skip
+    assert sm.final_table(results) == [
+        ("ssl", "val_loss", 1.5), ("ssl", "val_top1", 80.0),
+        ("linear_eval", "val_top1", 50.0), ("linear_eval", "test_top1", 49.0),
+        ("knn", "val_top1", 45.0),
+    ]  # fmt: skip
+    assert sm.final_table({}) == [] and sm.final_table(None) == []

@@ -25,6 +25,7 @@ from tuihelpers import (
 )
 
 from sslterm.profile.edit import format_value, get_value
+from sslterm.profile.load import load_profile, validate_text
 from sslterm.runs import queue
 from sslterm.tui.app import SSLTermApp
 from sslterm.tui.screens.composer import ComposerScreen
@@ -80,11 +81,12 @@ async def test_runs_view_lists_runs_charts_and_failure(runs_dir, profiles_dir):
         ]
         finished = row(table, "cifar10-20240501-120000")
         assert finished[1:] == [
-            "cifar10-20240501-120000", "finished", "cifar10", "10/10", "0.8163",
+            "cifar10-20240501-120000", "finished", "cifar10", "simclr", "10/10", "", "0.8163",
             "80.5%", "85.0%", "1800", "2024-05-01 12:00", "10m01s",
         ]  # fmt: skip
         labels = [str(c.label) for c in table.columns.values()]
-        assert labels[7:] == ["linear test", "img/s", "created", "trained"]
+        assert labels[4:] == ["method", "epoch", "ETA", "loss", "kNN", "linear test", "img/s",
+                              "created", "trained"]  # fmt: skip
         chart = app.screen.query_one("#chart-loss", MetricChart)
         await wait_until(pilot, lambda: chart.points > 0)
 
@@ -124,8 +126,8 @@ async def test_live_run_refreshes_by_itself(tmp_path, profiles_dir):
             for i in range(1, 31):
                 fh.write(json.dumps({"v": 1, "kind": "step", "t": T0 + 100 + i, "epoch": 1,
                                      "step": 20 + i, "loss": 0.123, "lr": 0.1, "ips": 999.0}) + "\n")  # fmt: skip
-        await wait_until(pilot, lambda: row(table, run.name)[5] == "0.123")
-        assert row(table, run.name)[8] == "999"
+        await wait_until(pilot, lambda: str(table.get_cell(run.name, "loss")) == "0.123")
+        assert str(table.get_cell(run.name, "ips")) == "999"
         assert len(app.index.runs[run.name].series["loss"]) == before + 30
         draws = chart.draws
         await wait_until(pilot, lambda: chart.draws > draws)
@@ -137,7 +139,7 @@ async def test_command_palette_offers_every_key(runs_dir, profiles_dir):
         await wait_until(pilot, lambda: app.index.runs)
         titles = {c.title for c in app.get_system_commands(app.screen)}
         for title in ("Stop", "Kill", "Resume", "Delete", "Again…", "Mark", "Compare", "EMA",
-                      "X-axis", "Runs", "Compose", "Queue", "System"):  # fmt: skip
+                      "Axis", "Metrics…", "Zoom in", "Next charts", "Runs", "Compose", "Queue", "System"):  # fmt: skip
             assert title in titles
         await pilot.press("ctrl+p")
         await wait_until(pilot, lambda: isinstance(app.screen, CommandPalette))
@@ -217,24 +219,81 @@ async def test_composer_inline_error_is_the_cli_message_then_fix_and_save(runs_d
 
 async def test_composer_marks_every_bad_field_and_ctrl_j_walks_them(runs_dir, profiles_dir):
     path = profiles_dir / "two.toml"
-    path.write_text("[model]\ntemperature = -1\n\n[train]\nepochs = 0\n")
+    path.write_text("[simclr]\ntemperature = -1\n\n[train]\nepochs = 0\n")
     app = make_app(runs_dir, profiles_dir)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_composer(pilot, app, path)
         fields = screen.query_one(FieldTable)
-        await wait_until(pilot, lambda: fields.error_keys == ["model.temperature", "train.epochs"])
+        await wait_until(pilot, lambda: fields.error_keys == ["simclr.temperature", "train.epochs"])
         for key in fields.error_keys:
             assert str(fields.get_cell(key, "note")).startswith("✗ must be")
         assert "(+1 more: train.epochs)" in str(screen.query_one("#validation").render())
         await pilot.press("ctrl+j")
-        await wait_until(pilot, lambda: screen.editor.spec.key == "model.temperature")
+        await wait_until(pilot, lambda: screen.editor.spec.key == "simclr.temperature")
         await pilot.press("escape", "ctrl+j")
         await wait_until(pilot, lambda: screen.editor.spec.key == "train.epochs")
         assert "train.epochs: must be >= 1" in str(screen.query_one("#field-error").render())
         await type_into_field(pilot, screen, "train.epochs", "2")
-        await wait_until(pilot, lambda: fields.error_keys == ["model.temperature"])
+        await wait_until(pilot, lambda: fields.error_keys == ["simclr.temperature"])
         assert str(fields.get_cell("train.epochs", "note")) != "✗ must be >= 1 (got 0)"
         assert str(screen.query_one("#field-error").render()).strip() == ""
+
+
+def method_rows(fields: FieldTable) -> set[str]:
+    """The method sections the form shows rows of."""
+    return {k.partition(".")[0] for k in fields.specs} & {"simclr", "byol", "mocov3", "simsiam"}
+
+
+async def test_composer_shows_the_chosen_methods_section_and_switching_shows_another(
+    runs_dir, profiles_dir
+):
+    path = profiles_dir / "smoke.toml"
+    app = make_app(runs_dir, profiles_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_composer(pilot, app, path)
+        fields = screen.query_one(FieldTable)
+        assert method_rows(fields) == {"simclr"}
+        assert str(fields.get_cell("simclr.temperature", "value")) == "0.5"
+        screen.edit_field("model.method")
+        await wait_until(pilot, lambda: screen.editor.spec.key == "model.method")
+        screen.query_one("#edit-select").value = "byol"
+        await wait_until(pilot, lambda: method_rows(fields) == {"byol"})
+        assert screen.editor.spec.key == "model.method"  # the cursor stays on its field
+        await type_into_field(pilot, screen, "byol.momentum_start", "0.996")
+        await wait_until(pilot, lambda: screen.error is None and not fields.error_keys)
+        assert 'method = "byol"' in screen.text and "momentum_start = 0.996" in screen.text
+        screen.edit_field("model.method")
+        await wait_until(pilot, lambda: screen.editor.spec.key == "model.method")
+        screen.query_one("#edit-select").value = "simclr"
+        await wait_until(pilot, lambda: method_rows(fields) == {"simclr"})
+        assert str(fields.get_cell("simclr.temperature", "value")) == "0.5"
+        await type_into_field(pilot, screen, "simclr.temperature", "0")
+        await wait_until(pilot, lambda: fields.error_keys == ["simclr.temperature"])
+        line = screen.text.splitlines().index("temperature = 0") + 1
+        assert str(screen.error).startswith(f"{path}:{line}: simclr.temperature: must be > 0.0")
+
+
+async def test_composer_moves_old_layout_keys_to_simclr(runs_dir, profiles_dir):
+    """A profile (or a run's profile.toml) from before the method sections opens in the
+    new layout, comments kept, and saves as such."""
+    old = "[model]\nencoder = \"test_resnet\"\ntemperature = 0.3  # warm\nprojector_dim = 16\n" \
+          "\n[train]\nepochs = 2\n"
+    path = profiles_dir / "old.toml"
+    path.write_text(old)
+    app = make_app(runs_dir, profiles_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_composer(pilot, app, path)
+        fields = screen.query_one(FieldTable)
+        assert screen.dirty and screen.error is None
+        assert "temperature = 0.3  # warm" in screen.text.partition("[simclr]")[2]
+        assert "temperature" not in screen.text.partition("[simclr]")[0]
+        assert str(fields.get_cell("simclr.projector_dim", "value")) == "16"
+        await wait_until(pilot, lambda: "moved model.temperature, model.projector_dim to [simclr]"
+                         in notices(app))
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: not screen.dirty)
+    assert load_profile(path) == validate_text(old, str(path))
+    assert "[simclr]" in path.read_text()
 
 
 async def test_composer_select_unknown_key_and_save_as(
@@ -389,7 +448,7 @@ async def test_two_apps_watch_one_run(tmp_path, profiles_dir):
                 fh.write(json.dumps({"v": 1, "kind": "step", "t": T0 + 9e4, "epoch": 1, "step": 21,
                                      "loss": 0.4242, "lr": 0.1, "ips": 10.0}) + "\n")  # fmt: skip
                 fh.write('{"v":1,"kind":"step","t":1')  # a torn line: never shown
-            await wait_until(p1, lambda: row(t1, run.name)[5] == "0.4242" == row(t2, run.name)[5])
+            await wait_until(p1, lambda: str(t1.get_cell(run.name, "loss")) == "0.4242" == str(t2.get_cell(run.name, "loss")))
             log_one = one.screen.query_one("#log")
             await wait_until(p1, lambda: "epoch 0: loss ok" in log_text(log_one))
             await p2.press("s")

@@ -150,3 +150,34 @@ def test_system_panel(app, snap_compare):
         await pilot.pause(0.2)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
+def test_run_detail(app, snap_compare):
+    async def before(pilot):
+        await settle(pilot)
+        await pilot.press("down", "down", "enter")
+        await until(pilot, lambda: getattr(pilot.app.screen, "details", None) is not None)
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=(120, 40), run_before=before)
+
+
+def test_chart_cursor_and_log_y(app, snap_compare):
+    async def before(pilot):
+        await settle(pilot)
+        await pilot.press("tab", "left", "left", "left", "left", "left", "left", "y")
+        charts = list(pilot.app.screen.query(MetricChart))
+        await until(pilot, lambda: all(c._drawn_view == c._view() and c.readout for c in charts))
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
+def test_metric_picker(app, snap_compare):
+    async def before(pilot):
+        await settle(pilot)
+        await pilot.press("m")
+        await until(pilot, lambda: pilot.app.screen.query("#metrics"))
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=before)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -141,3 +143,41 @@ def test_serve_listens_on_localhost_only(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture
+def trainer_group():
+    """A process group like a run's: a supervisor (new session) with a child that
+    would compute on the GPU. Yields (pgid, child pid)."""
+    proc = subprocess.Popen(["sh", "-c", "sleep 120 & wait"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (children := psutil.Process(proc.pid).children()):
+            assert time.monotonic() < deadline, "the child never started"
+            time.sleep(0.05)
+        yield proc.pid, children[0].pid
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_gpu_processes_name_the_runs_they_belong_to(trainer_group):
+    from sslterm.tui.system import runs_on_gpu
+
+    pgid, child = trainer_group
+    assert runs_on_gpu((child, pgid), {pgid: "cifar10-20240501-120000"}) == [
+        "cifar10-20240501-120000"
+    ]
+    assert runs_on_gpu((child,), {pgid + 1: "other"}) == []
+    assert runs_on_gpu((2**22 + 12345,), {pgid: "x"}) == []  # no such process: skipped
+
+
+def test_sampler_reads_the_processes_on_each_gpu():
+    procs = [types.SimpleNamespace(pid=11, usedGpuMemory=1 << 30),
+             types.SimpleNamespace(pid=12, usedGpuMemory=None)]  # fmt: skip
+    (gpu,) = SystemMonitor(
+        nvml=fake_nvml(nvmlDeviceGetComputeRunningProcesses=lambda h: procs)
+    ).sample().gpus
+    assert gpu.pids == (11, 12)
+    (gpu,) = SystemMonitor(nvml=fake_nvml(nvmlDeviceGetComputeRunningProcesses=None)).sample().gpus
+    assert gpu.pids == () and gpu.power_w == 90.0

@@ -71,6 +71,14 @@ def test_app_in_a_real_terminal(tmp_path):
         assert "1 Runs" in screen and "s Stop" in screen  # views and keys on screen
         term.keys("Down")
         term.wait_for("CUDA out of memory")
+        term.keys("Down")
+        term.wait_for("cifar10-20240501-120000 · resnet18")  # highlighted
+        term.keys("Enter")  # the run's details
+        screen = term.wait_for("final results (from checkpoints/epoch-0009-step-000200)")
+        assert "reproduce: sslterm run runs/cifar10-20240501-120000/profile.toml" in screen
+        assert "epoch-0009-step-000200  3.0 MiB  ← final results" in screen
+        term.keys("Escape")
+        term.wait_gone("final results (from")
         term.keys("2")
         term.wait_for("TOML to be")
         term.keys("C-o")

@@ -42,6 +42,8 @@ num_workers = 0
 
 [model]
 encoder = "test_resnet"        # timm's tiny test ResNet
+
+[simclr]
 projector_hidden_dim = 64
 projector_dim = 32
 temperature = 0.5
@@ -206,9 +208,38 @@ def write_run(
     return run
 
 
+def add_outputs(run: Path) -> None:
+    """What a finished run leaves beside its log: results.json, a checkpoint, features."""
+    ckpt = run / "checkpoints" / "epoch-0009-step-000200"
+    ckpt.mkdir(parents=True)
+    (ckpt / "model.safetensors").write_bytes(b"\0" * 3 * 1024 * 1024)
+    (ckpt / "COMPLETE").write_text("{}")
+    features = run / "features"
+    features.mkdir()
+    (features / "features.safetensors").write_bytes(b"\0" * 1536 * 1024)
+    (features / "meta.json").write_text("{}")
+    results = {
+        "run_id": run.name,
+        "checkpoint": "checkpoints/epoch-0009-step-000200",
+        "final": {
+            "ssl_train_loss": 0.8163,
+            "ssl_val_loss": 0.9163,
+            "ssl_val_top1": 90.0,
+            "method": "simclr",
+            "linear_eval": {"protocol": "offline linear eval", "epoch": 9,
+                            "val_top1": 85.5, "test_top1": 85.0},  # fmt: skip
+            "knn": {"protocol": "weighted kNN", "val_top1": 80.5, "val_top5": 95.0},
+            "online_probe": {"protocol": "online linear probe", "train_top1": 61.25},
+        },
+    }
+    (run / "results.json").write_text(json.dumps(results, indent=2))
+
+
 def make_runs(out: Path) -> Path:
-    """Three runs: finished, failed, stopped."""
-    write_run(out, "cifar10-20240501-120000", state="finished", start=T0, lr=0.3, temperature=0.1)
+    """Three runs: finished (with results, a checkpoint and features), failed, stopped."""
+    add_outputs(
+        write_run(out, "cifar10-20240501-120000", state="finished", start=T0, lr=0.3, temperature=0.1)
+    )
     write_run(
         out,
         "cifar10-20240501-150000",

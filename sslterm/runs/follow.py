@@ -31,6 +31,9 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+_VAL_FIXED = {"v", "t", "epoch", "step", "loss", "knn_top1", "knn_top5"}
+
+
 def describe(event: dict[str, Any]) -> str | None:
     """A one-line message for events worth printing above the bar."""
     kind = event["kind"]
@@ -39,10 +42,12 @@ def describe(event: dict[str, Any]) -> str | None:
         return (f"epoch {event['epoch']:>4}  loss {_fmt(event.get('loss'), '.4f')}  "
                 f"lr {_fmt(event.get('lr'), '.4g')}  {_fmt(event.get('ips'), ',.0f')} img/s  "
                 f"{_fmt(event.get('seconds'), '.1f')} s{extra}")
-    if kind == "val":
+    if kind == "val":  # the method's own metrics, whatever they are, then kNN
+        own = "".join(f"  {key} {_fmt(value, '.4g')}" for key, value in event.items()
+                      if key not in _VAL_FIXED and isinstance(value, (int, float))
+                      and not isinstance(value, bool))
         knn = f"  kNN {_fmt(event.get('knn_top1'), '.2f')}%" if "knn_top1" in event else ""
-        return (f"val   {event['epoch']:>4}  loss {_fmt(event.get('loss'), '.4f')}  "
-                f"top1 {_fmt(event.get('top1'), '.1f')}%  top5 {_fmt(event.get('top5'), '.1f')}%{knn}")
+        return f"val   {event['epoch']:>4}  loss {_fmt(event.get('loss'), '.4f')}{own}{knn}"
     if kind == "probe":
         return (f"probe {event['epoch']:>4}  linear eval  train {_fmt(event.get('train_top1'), '.2f')}%"
                 f"  val {_fmt(event.get('val_top1'), '.2f')}%  test {_fmt(event.get('test_top1'), '.2f')}%")
@@ -68,7 +73,9 @@ def follow(run: RunDir, console: Console | None = None, poll: float = 0.25, offs
     The end is the run's final status, never an event: a log holds the stop and
     failure records of earlier launches before a resume. Returns 0 for
     finished/stopped, 1 for failed."""
-    console = console or Console()
+    if console is None:  # piped (a log file, a scheduler): whole lines, no cut, no bar
+        console = Console()
+        console.soft_wrap = not console.is_terminal
     reader = EventReader(run.events, offset=offset)
     interrupts = 0
 
@@ -92,7 +99,8 @@ def follow(run: RunDir, console: Console | None = None, poll: float = 0.25, offs
         TimeRemainingColumn(),
     )
     try:
-        with Progress(*columns, console=console, transient=False) as progress:
+        with Progress(*columns, console=console, transient=False,
+                      disable=not console.is_terminal) as progress:
             show = Display(console, progress, progress.add_task(run.id, total=None, stats="starting"))
             while True:
                 ended = run_state(run)  # before reading: all the log an ended run wrote

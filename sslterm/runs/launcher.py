@@ -30,6 +30,7 @@ from sslterm.runs.store import (
     ACTIVE,
     RunDir,
     atomic_write_text,
+    find_run,
     hold_lock,
     new_run_dir,
     utc_now,
@@ -89,9 +90,15 @@ def check_profile_environment(
     """
     from sslterm.data.registry import check_data
     from sslterm.models.encoder import check_encoder_name
+    from sslterm.models.init import check_init_from
+
+    def check_init() -> None:
+        if profile.model.init_from:
+            check_init_from(init_source(profile).model.init_from, profile.model.encoder)
 
     for default_key, check in (("data.root", lambda: check_data(profile.data)),
-                               ("model.encoder", lambda: check_encoder_name(profile.model.encoder))):
+                               ("model.encoder", lambda: check_encoder_name(profile.model.encoder)),
+                               ("model.init_from", check_init)):
         try:
             check()
         except ProfileError:
@@ -152,7 +159,23 @@ def _spawn(run: RunDir, profile: Profile) -> None:
     threading.Thread(target=child.wait, daemon=True).start()
 
 
+def init_source(profile: Profile) -> Profile:
+    """``profile`` with a ``model.init_from`` run id (not a file or folder here) turned into
+    that run's directory under ``launch.output_dir``, which the frozen profile then holds
+    absolute: a run id means nothing from another directory."""
+    ref = profile.model.init_from
+    if not ref or Path(ref).expanduser().exists():
+        return profile
+    try:
+        source = find_run(ref, profile.launch.output_dir)
+    except UserError as exc:
+        raise UserError(f"model.init_from: {ref}: no such file or folder, and {exc}") from None
+    model = profile.model.model_copy(update={"init_from": str(source.path.resolve())})
+    return profile.model_copy(update={"model": model})
+
+
 def create_run(profile: Profile, output_dir: str | None = None) -> RunDir:
+    profile = init_source(profile)
     run = new_run_dir(output_dir or profile.launch.output_dir, profile.name)
     atomic_write_text(run.profile, resolved_toml(profile))
     run.update_status(state="queued", run_id=run.id, profile=profile.name, created=utc_now(),
@@ -261,7 +284,7 @@ def resume_run(run: RunDir, overrides: Sequence[str] = ()) -> RunDir:
     if state in ACTIVE or _pending_job(status, state):
         where = _remote(status) or f"Slurm job {status.get('slurm_job_id')}"
         raise UserError(f"run {run.id} is already {state} ({where})")
-    profile = load_profile(run.profile, overrides)
+    profile = init_source(load_profile(run.profile, overrides))
     script = run.path / scheduler.SCRIPT_NAME
     if script.is_file() and overrides:
         raise UserError(f"run {run.id} is a Slurm job: its shape is in {script}; "

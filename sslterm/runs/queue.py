@@ -5,7 +5,9 @@ Layout, next to the run directories (``iter_runs`` ignores it: no status.json)::
     <output_dir>/.queue/
       <ns-timestamp>-<stem>.json   one pending item: the profile's TOML text as it
                                    was when queued, its file stem (the run's name),
-                                   overrides and the working directory to start in
+                                   overrides, the working directory to start in, how
+                                   many runs may run beside it and, for a sweep's
+                                   item, the sweep and grid point it stands for
       history.jsonl                one line per item taken: the run it became, or why not
       runner.log                   what the runner printed
       .runner.lock                 flock held by the one live runner
@@ -17,7 +19,8 @@ in a new session with stdin from /dev/null, exactly like the launcher starts a
 run's supervisor: closing the app or the SSH connection does not stop it. It
 starts the next item only when no run of this host under the output folder is
 running or stopping (runs started by hand count too: one GPU box, one run at a
-time) and exits when the queue is empty. Before exiting it drops its lock and
+time), or, for an item queued with ``parallel`` N (a sweep), while fewer than N
+are, and exits when the queue is empty. Before exiting it drops its lock and
 looks once more, so an item queued at that moment is never stranded (the
 enqueuer starts a runner whenever the lock is free).
 
@@ -60,6 +63,9 @@ class QueueItem:
     cwd: str
     queued: str
     source: str
+    parallel: int = 1
+    sweep: str = ""
+    point: int | None = None
 
     @property
     def id(self) -> str:
@@ -78,9 +84,14 @@ def enqueue(
     *,
     source: str = "",
     start_runner: bool = True,
+    parallel: int = 1,
+    sweep: str = "",
+    point: int | None = None,
 ) -> QueueItem:
     """Queue a profile (its text now, so later edits of the file do not change it).
-    The text is validated first: a broken profile never enters the queue."""
+    The text is validated first: a broken profile never enters the queue. ``parallel``:
+    how many runs (this one included) may run at once when it starts; ``sweep`` and
+    ``point``: the sweep and grid point it belongs to (:mod:`sslterm.runs.sweep`)."""
     from sslterm.profile.load import validate_text
 
     validate_text(text, source or f"{stem}.toml", overrides)
@@ -93,6 +104,9 @@ def enqueue(
         "cwd": os.getcwd(),
         "queued": utc_now(),
         "source": source,
+        "parallel": parallel,
+        "sweep": sweep,
+        "point": point,
     }
     path = qdir / f"{time.time_ns():020d}-{stem}.json"
     tmp = path.with_name(f".{path.name}.tmp")
@@ -112,6 +126,9 @@ def _item(path: Path, data: dict[str, Any]) -> QueueItem:
         str(data.get("cwd") or os.getcwd()),
         str(data.get("queued", "")),
         str(data.get("source", "")),
+        int(data.get("parallel") or 1),
+        str(data.get("sweep") or ""),
+        data.get("point"),
     )
 
 
@@ -233,16 +250,20 @@ def ensure_runner(output_dir: str | Path) -> bool:
     return True
 
 
-def busy(output_dir: str | Path) -> bool:
-    """A run of this host under the output folder is starting, running or stopping
-    (a starting run already holds its lock while its status still says queued)."""
+def active(output_dir: str | Path) -> int:
+    """How many runs of this host under the output folder are starting, running or
+    stopping (a starting run already holds its lock while its status still says queued)."""
     host = socket.gethostname()
-    for run in iter_runs(output_dir):
-        if run.read_status().get("host") in (None, host) and (
-            run.state()[0] in ACTIVE or run.is_locked()
-        ):
-            return True
-    return False
+    return sum(
+        run.read_status().get("host") in (None, host)
+        and (run.state()[0] in ACTIVE or run.is_locked())
+        for run in iter_runs(output_dir)
+    )
+
+
+def busy(output_dir: str | Path, parallel: int = 1) -> bool:
+    """``parallel`` runs (or more) of this host are active: the next item must wait."""
+    return active(output_dir) >= parallel
 
 
 def _reap() -> None:
@@ -264,7 +285,10 @@ def start_item(item: QueueItem, output_dir: str | Path) -> RunDir:
 
 
 def _record(output_dir: Path, item: QueueItem, **fields: Any) -> None:
-    line = json.dumps({"item": item.id, "stem": item.stem, "at": utc_now(), **fields})
+    record = {"item": item.id, "stem": item.stem, "at": utc_now(), **fields}
+    if item.sweep:
+        record.update(sweep=item.sweep, point=item.point)
+    line = json.dumps(record)
     with open(queue_dir(output_dir) / "history.jsonl", "a", encoding="utf-8") as fh:
         fh.write(line + "\n")
 
@@ -280,10 +304,10 @@ def run_queue(output_dir: str | Path, poll: float = 1.0) -> int:
     try:
         while True:
             _reap()
-            if busy(out):
+            items = pending(out)
+            if items and busy(out, items[0].parallel):
                 time.sleep(poll)
                 continue
-            items = pending(out)
             if not items:
                 os.close(fd)
                 fd = None

@@ -24,11 +24,13 @@ spikes survive days of following a run.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import mmap
 import os
 import re
+import sys
 import threading
 import time
 from array import array
@@ -41,6 +43,11 @@ from typing import TYPE_CHECKING, Any
 
 from sslterm.runs.events import EventReader
 from sslterm.runs.store import ACTIVE, RunDir, iter_runs
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 if TYPE_CHECKING:
     import numpy as np
@@ -56,7 +63,13 @@ METRICS: dict[str, str] = {
     "knn": "kNN top-1 %",
     "linear": "linear top-1 %",
 }
-"""Metric series every summary keeps, with their display names."""
+"""Metric series every summary keeps, with their display names. Every other numeric
+key of a ``step``, ``epoch``, ``val`` or ``probe`` event becomes a series too (methods
+log their own scalars): see :func:`series_name`."""
+SERIES_SKIP = frozenset({"v", "t", "epoch", "step"})
+"""Event keys that are positions, not metrics."""
+ETA_WINDOW = 200
+"""Step events the ETA's rate is measured over (recent speed, evaluations included)."""
 
 SAMPLE_BYTES = 2 << 20
 TAIL_BYTES = 256 << 10
@@ -150,6 +163,23 @@ def parse_time(value: Any) -> float | None:
         return None
 
 
+def series_name(kind: str, key: str, protocol: str = "linear") -> str:
+    """The series an event's numeric field feeds: ``step`` fields by their key
+    (``loss``, ``momentum``), ``epoch`` and ``val`` fields prefixed by the kind
+    (``val_top1``, ``epoch_online_top1``), ``probe`` fields by the protocol
+    (``linear_train_top1``); ``val``'s ``knn_top1`` is ``knn``."""
+    if kind == "step":
+        return key
+    if kind == "val" and key == "knn_top1":
+        return "knn"
+    return f"{protocol if kind == 'probe' else kind}_{key}"
+
+
+def metric_title(name: str) -> str:
+    """A series' display name: the fixed ones by :data:`METRICS`, the others by name."""
+    return METRICS.get(name, name)
+
+
 def _finite(value: Any) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
@@ -225,15 +255,28 @@ class Series:
         return out
 
     def points(
-        self, axis: str = "step", smoothing: float = 0.0, width: int = 0
+        self, axis: str = "step", smoothing: float = 0.0, width: int = 0, lo: float = -math.inf
     ) -> tuple[list[float], list[float]]:
         """The series to draw, EMA-smoothed with weight ``smoothing`` (0 = raw values),
-        downsampled to ``width`` cells (0 = every point)."""
+        from x = ``lo`` on (a zoom), downsampled to ``width`` cells (0 = every point)."""
         ys = self.smoothed(smoothing) if smoothing else self.value
+        xs = self.x(axis)
+        if lo > -math.inf:
+            start = bisect.bisect_left(xs, lo)
+            xs, ys = xs[start:], ys[start:]
         if not width:
-            pairs = [(x, y) for x, y in zip(self.x(axis), ys, strict=True) if math.isfinite(y)]
+            pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if math.isfinite(y)]
             return [p[0] for p in pairs], [p[1] for p in pairs]
-        return downsample(self.x(axis), ys, width)
+        return downsample(xs, ys, width)
+
+    def value_at(self, axis: str, x: float, smoothing: float = 0.0) -> float | None:
+        """The last finite value at or before ``x`` (what a chart cursor reads); None
+        before the first point."""
+        ys = self.smoothed(smoothing) if smoothing else self.value
+        i = bisect.bisect_right(self.x(axis), x)
+        while i > 0 and not math.isfinite(ys[i - 1]):
+            i -= 1
+        return ys[i - 1] if i else None
 
     def _thin(self) -> None:
         """Halve the older three quarters by min/max bucketing; the newest quarter stays whole."""
@@ -264,7 +307,12 @@ class RunSummary:
     profile: str = ""
     dataset: str = ""
     encoder: str = ""
+    method: str = ""
+    """The SSL method (``run_started``, else the frozen profile; legacy profiles: simclr)."""
     devices: list[str] = field(default_factory=list)
+    world_size: int | None = None
+    pgid: int | None = None
+    """The live run's process group (its trainer processes are in it), from status.json."""
     epoch: int | None = None
     epochs: int | None = None
     steps_per_epoch: int | None = None
@@ -298,6 +346,9 @@ class RunSummary:
     _status_sig: tuple[int, int] | None = field(default=None, repr=False)
     _t0: float | None = field(default=None, repr=False)
     _segment: float | None = field(default=None, repr=False)
+    _recent: deque[tuple[float, float]] = field(
+        default_factory=lambda: deque(maxlen=ETA_WINDOW), repr=False
+    )
 
     @property
     def id(self) -> str:
@@ -321,6 +372,23 @@ class RunSummary:
             return self.trained
         end = (now or time.time()) if self.alive else self.last_event
         return self.trained + max(0.0, (end or self._segment) - self._segment)
+
+    @property
+    def total_steps(self) -> int | None:
+        return self.epochs * self.steps_per_epoch if self.epochs and self.steps_per_epoch else None
+
+    def eta(self, now: float | None = None) -> float | None:
+        """Seconds until a live run's last step at its recent speed (the last
+        :data:`ETA_WINDOW` logged steps of this launch, evaluations included), counting
+        from its last step event; None for ended runs or before two steps were logged."""
+        total = self.total_steps
+        if not self.alive or total is None or len(self._recent) < 2:
+            return None
+        (t0, s0), (t1, s1) = self._recent[0], self._recent[-1]
+        if s1 <= s0 or t1 <= t0:
+            return None
+        remaining = max(0.0, total - s1) * (t1 - t0) / (s1 - s0)
+        return max(0.0, remaining - max(0.0, (now or time.time()) - t1))
 
     def update(self, events: bool = True) -> bool:
         """Read what changed since the last call (``events=False``: status only, which is
@@ -351,6 +419,8 @@ class RunSummary:
         self.created = parse_time(status.get("created")) or self.created
         self.started = parse_time(status.get("started")) or self.started
         self.ended = parse_time(status.get("ended")) if state not in ACTIVE else None
+        pgid = status.get("pgid")
+        self.pgid = pgid if state in ACTIVE and isinstance(pgid, int) else None
         return before != (self.state, self.error, self.started, self.ended, self.profile)
 
     # -- events -------------------------------------------------------------------------
@@ -358,6 +428,7 @@ class RunSummary:
         path = self.run.events
         if self._reader is None:
             self._reader = EventReader(path)
+            self.method = self.method or profile_method(self.run.profile)
         reader = self._reader
         if not reader.has_new():
             return False
@@ -430,6 +501,7 @@ class RunSummary:
         if kind == "run_started":
             self._close_segment(self.last_event)  # a start without an end: killed
             self._segment = t
+            self._recent.clear()
         if t is not None:
             self.last_event = t
             if self._t0 is None:
@@ -445,7 +517,9 @@ class RunSummary:
             self.profile = self.profile or e.get("profile") or ""
             self.dataset = e.get("dataset") or self.dataset
             self.encoder = e.get("encoder") or self.encoder
+            self.method = str(e.get("method") or self.method)
             self.devices = list(e.get("devices") or self.devices)
+            self.world_size = e.get("world_size") or self.world_size
             self.resumed = bool(e.get("resumed")) or self.resumed
             if self.started is None:
                 self.started = t
@@ -462,15 +536,21 @@ class RunSummary:
             xe = step / self.steps_per_epoch
         xs = step if step is not None else 0.0
         xt = (t - self._t0) if (t is not None and self._t0 is not None) else 0.0
+        if kind == "step" and step is not None and t is not None:
+            self._recent.append((t, step))
         for name, value in _metrics(kind, e):
             v = _finite(value)
             if v is None:
                 continue
+            if name not in self.series:
+                self.series[name] = Series()
             self.series[name].append(xs, xe, xt, v, count)
             if name == "loss":
                 self.last_loss = v
             elif name in ("lr", "ips", "knn", "linear"):
                 setattr(self, name, v)
+        if kind == "run_finished" and isinstance(e.get("results"), dict):
+            self.method = str((e["results"].get("final") or {}).get("method") or self.method)
         if kind == "probe" and _linear(e)[0] is not None:
             self.linear_split = _linear(e)[1]
         if kind == "epoch" and _finite(e.get("ips")) is not None:
@@ -509,6 +589,31 @@ class RunSummary:
         self.last_loss = losses[-1] if losses else None
 
 
+def profile_method(path: Path) -> str:
+    """``model.method`` of a frozen profile; ``simclr`` for profiles made before there
+    was a choice, "" when the file cannot be read."""
+    try:
+        profile = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    model = profile.get("model")
+    return str(model.get("method") or "simclr") if isinstance(model, dict) else "simclr"
+
+
+def final_table(results: Any) -> list[tuple[str, str, float]]:
+    """(protocol, metric, value) of every final number in ``results.json``: each protocol
+    record of ``final`` (``linear_eval``, ``knn``, ``online_probe``) by its numeric keys,
+    the plain numbers (``ssl_val_loss``, ...) under ``ssl``."""
+    final = results.get("final") if isinstance(results, dict) else None
+    rows: list[tuple[str, str, float]] = []
+    for key, value in (final if isinstance(final, dict) else {}).items():
+        if isinstance(value, dict):
+            rows += [(key, k, v) for k, v in value.items() if k != "epoch" and _finite(v) is not None]
+        elif _finite(value) is not None:
+            rows.append(("ssl", key.removeprefix("ssl_"), float(value)))
+    return rows
+
+
 def final_accuracies(results: Any) -> dict[str, Any]:
     """The final linear-eval (test top-1 where there is a test split, else val) and kNN
     top-1 from ``results.json`` as ``build_results`` writes it (also the ``results`` of
@@ -531,15 +636,20 @@ def _linear(record: dict[str, Any]) -> tuple[float | None, str]:
 
 
 def _metrics(kind: Any, e: dict[str, Any]) -> list[tuple[str, Any]]:
-    """(series name, value) pairs an event adds to the charts; linear eval is on the
-    test split where the run has one (the number a result is quoted by)."""
-    if kind == "step":
-        return [("loss", e.get("loss")), ("lr", e.get("lr")), ("ips", e.get("ips"))]
-    if kind == "val":
-        return [("val_loss", e.get("loss")), ("knn", e.get("knn_top1"))]
-    if kind == "probe":
-        return [("linear", _linear(e)[0])]
-    return []
+    """(series name, value) pairs an event adds to the charts: every numeric field
+    (:func:`series_name`), plus ``linear``, the linear eval on the test split where
+    the run has one (the number a result is quoted by)."""
+    if kind not in ("step", "epoch", "val", "probe"):
+        return []
+    protocol = str(e.get("protocol") or "linear")
+    out = [
+        (series_name(kind, key, protocol), value)
+        for key, value in e.items()
+        if key not in SERIES_SKIP and _finite(value) is not None
+    ]
+    if kind == "probe" and protocol == "linear":
+        out.append(("linear", _linear(e)[0]))
+    return out
 
 
 def _size(path: Path) -> int:

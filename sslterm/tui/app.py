@@ -54,6 +54,7 @@ class SSLTermApp(App):
         "compare": _lazy("compare", "CompareScreen"),
         "queue": _lazy("queue", "QueueScreen"),
         "system": _lazy("system", "SystemScreen"),
+        "sweep": _lazy("sweep", "SweepScreen"),
     }
     DEFAULT_MODE = "runs"
     POLL_BUDGET = 0.25
@@ -64,6 +65,7 @@ class SSLTermApp(App):
         Binding("3", "switch_mode('compare')", "Compare", show=False),
         Binding("4", "switch_mode('queue')", "Queue", show=False),
         Binding("5", "switch_mode('system')", "System", show=False),
+        Binding("6", "switch_mode('sweep')", "Sweeps", show=False),
         Binding("question_mark", "toggle_keys", "Keys", key_display="?"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]

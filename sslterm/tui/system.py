@@ -9,7 +9,8 @@ field empty, not the whole GPU unavailable.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -27,6 +28,8 @@ class GpuSample:
     mem_total: int | None
     temperature: int | None = None
     power_w: float | None = None
+    pids: tuple[int, ...] = ()
+    """Processes computing on this GPU (empty where NVML does not say, e.g. in a container)."""
 
 
 def _optional(read: Callable[[], T]) -> T | None:
@@ -132,4 +135,23 @@ def _gpu_sample(nv: Any, index: int, h: Any) -> GpuSample:
         None if mem is None else int(mem.total),
         _optional(lambda: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)),
         power,
+        tuple(p.pid for p in _optional(lambda: nv.nvmlDeviceGetComputeRunningProcesses(h)) or ()),
     )
+
+
+def runs_on_gpu(
+    pids: tuple[int, ...],
+    groups: Mapping[int, str],
+    getpgid: Callable[[int], int] = os.getpgid,
+) -> list[str]:
+    """The runs whose processes compute on a GPU: a run's trainer processes share its
+    supervisor's process group (``status.json``'s ``pgid``), given here as pgid -> run id."""
+    out: list[str] = []
+    for pid in pids:
+        try:
+            run = groups.get(getpgid(pid))
+        except OSError:  # ended, or another PID namespace
+            continue
+        if run is not None and run not in out:
+            out.append(run)
+    return out

@@ -1,7 +1,9 @@
-"""Compare runs: one metric of each overlaid, and only the profile keys that differ."""
+"""Compare runs: one metric of each overlaid, their final results by protocol beside
+it, and only the profile keys that differ."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from typing import Any
@@ -14,8 +16,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, SelectionList, Static
 
 from sslterm.profile.edit import differing_keys, format_value
-from sslterm.runs.summary import METRICS
-from sslterm.tui.widgets.charts import Line, MetricChart
+from sslterm.runs.summary import METRICS, NOISY, RunSummary, final_table, metric_title
+from sslterm.tui import format as fmt
+from sslterm.tui.widgets.charts import Line, MetricChart, window_label, zoom
 from sslterm.tui.widgets.modebar import ModeBar
 
 if sys.version_info >= (3, 11):
@@ -44,6 +47,26 @@ def normalise_paths(profile: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def metric_choices(runs: list[RunSummary]) -> list[str]:
+    """The fixed metrics, then every other series any of ``runs`` logs (methods add
+    their own), in the order they appear."""
+    names = list(METRIC_KEYS)
+    for s in runs:
+        with s.lock:
+            names += [m for m in s.series if m not in names]
+    return names
+
+
+def results_rows(runs: list[RunSummary], results: list[Any]) -> list[tuple[str, list[str]]]:
+    """(row label, one cell per run) for the final-results table: the method, then each
+    protocol's numbers in the order they first appear (``—`` where a run lacks one)."""
+    tables = [{(p, m): v for p, m, v in final_table(r)} for r in results]
+    keys = list(dict.fromkeys(k for t in tables for k in t))
+    rows = [("method", [s.method or "—" for s in runs])]
+    rows += [(f"{p} {m}", [fmt.number(t.get((p, m))) for t in tables]) for p, m in keys]
+    return rows
+
+
 class CompareScreen(Screen):
     """Space picks runs in the list; the chart and the table follow the picks."""
 
@@ -51,12 +74,18 @@ class CompareScreen(Screen):
         Binding("m", "cycle_metric", "Metric"),
         Binding("x", "cycle_axis", "X-axis"),
         Binding("e", "toggle_ema", "EMA"),
+        Binding("f", "save_figure", "Save figure"),
+        Binding("z", "zoom(1)", "Zoom in", show=False),
+        Binding("Z", "zoom(-1)", "Zoom out", show=False),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.metric = "loss"
+        self.window = 1.0
+        self.cursor: float | None = None
         self._profiles: dict[str, dict[str, Any]] = {}
+        self._results: dict[str, tuple[float, Any]] = {}
         self._listed: list[str] = []
 
     def compose(self) -> ComposeResult:
@@ -65,12 +94,14 @@ class CompareScreen(Screen):
             yield SelectionList[str](id="compare-runs")
             with Vertical(id="compare-main"):
                 yield MetricChart(METRICS[self.metric], id="compare-chart")
+                yield DataTable(id="results", cursor_type="none", zebra_stripes=True)
                 yield Static(id="diff-title")
                 yield DataTable(id="diff", cursor_type="row", zebra_stripes=True)
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#compare-runs").border_title = "runs (space: pick)"
+        self.query_one("#results").border_title = "final results"
         self.runs_updated()
 
     def on_screen_resume(self) -> None:
@@ -107,11 +138,52 @@ class CompareScreen(Screen):
         runs = self.app.index.runs
         picked = [rid for rid in self.picked if rid in runs]
         chart = self.query_one(MetricChart)
-        chart.title = f"{METRICS[self.metric]} · x: {self.app.axis} · {self.app.ema_label}"
-        chart.show(
-            [Line(runs[r], self.metric, r) for r in picked], self.app.axis, self.app.smoothing
+        zoomed = f" · {window_label(self.window)}" if self.window < 1.0 else ""
+        chart.title = (
+            f"{metric_title(self.metric)} · x: {self.app.axis}{zoomed} · {self.app.ema_label}"
         )
+        chart.show(
+            [Line(runs[r], self.metric, r) for r in picked],
+            self.app.axis,
+            self.app.smoothing,
+            self.window,
+            self.cursor,
+        )
+        self._show_results([runs[r] for r in picked])
         self._show_diff(picked)
+
+    def _read_results(self, s: RunSummary) -> Any:
+        """results.json of a run, read again only when it changed."""
+        path = s.run.path / "results.json"
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            return {}
+        cached = self._results.get(s.id)
+        if cached is None or cached[0] != mtime:
+            try:
+                cached = (mtime, json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError):
+                cached = (mtime, {})
+            self._results[s.id] = cached
+        return cached[1]
+
+    def _show_results(self, picked: list[RunSummary]) -> None:
+        table = self.query_one("#results", DataTable)
+        rows = results_rows(picked, [self._read_results(s) for s in picked])
+        table.clear(columns=True)
+        table.add_column("")
+        for s in picked:
+            table.add_column(s.id, key=s.id)
+        for label, values in rows:
+            table.add_row(label, *values, key=label)
+
+    @on(MetricChart.CursorMoved)
+    def _cursor_moved(self, event: MetricChart.CursorMoved) -> None:
+        self.cursor = event.x
+        if event.x is None:
+            self.query_one("#compare-runs").focus()
+        self._show()
 
     def _profile(self, rid: str) -> dict[str, Any]:
         if rid not in self._profiles:
@@ -143,7 +215,25 @@ class CompareScreen(Screen):
             table.add_row(key, *("—" if v is None else format_value(v) for v in values), key=key)
 
     def action_cycle_metric(self) -> None:
-        self.metric = METRIC_KEYS[(METRIC_KEYS.index(self.metric) + 1) % len(METRIC_KEYS)]
+        runs = self.app.index.runs
+        names = metric_choices([runs[r] for r in self.picked if r in runs])
+        at = names.index(self.metric) if self.metric in names else -1
+        self.metric = names[(at + 1) % len(names)]
+        self.cursor = None
+        self._show()
+
+    def action_save_figure(self) -> None:
+        """The overlay as SVG, EMA as on screen."""
+        from sslterm.tui.figures import save_chart
+
+        runs = self.app.index.runs
+        picked = [runs[r].run for r in self.picked if r in runs]
+        smoothing = self.app.smoothing if self.metric in NOISY else 0.0
+        save_chart(self, picked, self.metric, self.app.axis, smoothing)
+
+    def action_zoom(self, by: int) -> None:
+        self.window = zoom(self.window, by)
+        self.cursor = None
         self._show()
 
     def action_cycle_axis(self) -> None:

@@ -12,6 +12,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Label, OptionList
 from textual.widgets.option_list import Option
 
+from sslterm.tui import format as fmt
+
 
 class ConfirmScreen(ModalScreen[bool]):
     """Yes/no; dismisses True only on an explicit 'y'."""
@@ -94,6 +96,34 @@ class ProfilePicker(ModalScreen[tuple[Path, bool] | None]):
         options = self.query_one("#profiles", OptionList)
         if options.highlighted is not None and self.profiles:
             self.dismiss((self.profiles[options.highlighted], copy))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class MetricPicker(ModalScreen[str | None]):
+    """Every series a run logs (methods add their own), with its latest value."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, choices: list[tuple[str, str, float]]) -> None:
+        """``choices``: (series name, title, latest value)."""
+        super().__init__()
+        self.choices = choices
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide"):
+            yield Label("Chart a metric ([b]enter[/b] show it, [b]escape[/b] back)")
+            yield OptionList(
+                *(Option(f"{title}  [dim]{fmt.number(v)}[/dim]", id=name)
+                  for name, title, v in self.choices),  # fmt: skip
+                id="metrics",
+            )
+        yield Footer()
+
+    @on(OptionList.OptionSelected)
+    def _picked(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -6,13 +6,14 @@ from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from sslterm.errors import UserError
-from sslterm.runs.summary import RunSummary
+from sslterm.runs.summary import NOISY, RunSummary, metric_title
 from sslterm.tui.screens.dialogs import ConfirmScreen
-from sslterm.tui.widgets.charts import Line, MetricChart
+from sslterm.tui.widgets.charts import Line, MetricChart, window_label, zoom
 from sslterm.tui.widgets.log_tail import LogTail
 from sslterm.tui.widgets.modebar import ModeBar
 from sslterm.tui.widgets.runs_table import RunsTable
@@ -23,10 +24,33 @@ CHARTS = (
     ("chart-ips", "throughput (img/s)", (("ips", ""),)),
     ("chart-acc", "accuracy %", (("knn", "kNN"), ("linear", "linear"))),
 )
+CHART_IDS = tuple(c[0] for c in CHARTS)
+FIXED = frozenset(m for _, _, metrics in CHARTS for m, _ in metrics)
+Page = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
+"""A page of charts: (title, ((metric, label), ...)) per chart."""
 SECONDARY = ("chart-lr", "chart-ips")
 """Charts dropped when there is room for one row only (loss and accuracy stay)."""
 CHART_ROWS = 7
 """Height a chart needs for its title, a plot, tick labels and the axis name."""
+
+
+def chart_pages(metrics: list[str], n: int = len(CHART_IDS)) -> list[Page]:
+    """The fixed four charts, then every other series a run logs (methods add their
+    own), ``n`` single-metric charts a page, in the order they first appeared."""
+    first: Page = tuple((title, lines) for _, title, lines in CHARTS)
+    others = [m for m in metrics if m not in FIXED]
+    return [first] + [
+        tuple((metric_title(m), ((m, ""),)) for m in others[i : i + n])
+        for i in range(0, len(others), n)
+    ]
+
+
+def page_of(pages: list[Page], metric: str) -> int:
+    """The page that charts ``metric`` (0 when none does)."""
+    for i, page in enumerate(pages):
+        if any(metric == m for _, lines in page for m, _ in lines):
+            return i
+    return 0
 
 
 class ChartGrid(Grid):
@@ -34,7 +58,18 @@ class ChartGrid(Grid):
     error banner): squashed charts draw titles and tick labels over each other."""
 
     def on_resize(self, event: events.Resize) -> None:
-        self.set_class(event.size.height < 2 * CHART_ROWS, "-one-row")
+        one_row = event.size.height < 2 * CHART_ROWS
+        if one_row != self.has_class("-one-row"):
+            self.set_class(one_row, "-one-row")
+            self.post_message(self.Reshaped())
+
+    class Reshaped(Message):
+        """Rows came or went: the pages of charts change size."""
+
+    @property
+    def slots(self) -> tuple[int, ...]:
+        """The charts shown: all four, or in one row the first and the last."""
+        return (0, 3) if self.has_class("-one-row") else (0, 1, 2, 3)
 
 
 class RunsScreen(Screen):
@@ -47,14 +82,27 @@ class RunsScreen(Screen):
         Binding("r", "resume", "Resume"),
         Binding("d", "delete", "Delete", show=False),
         Binding("a", "again", "Again…", show=False),
-        Binding("space", "mark", "Mark"),
+        Binding("space", "mark", "Mark", key_display="␣"),
         Binding("c", "compare", "Compare", show=False),
         Binding("e", "toggle_ema", "EMA"),
-        Binding("x", "cycle_axis", "X-axis"),
+        Binding("x", "cycle_axis", "Axis"),
         Binding("l", "toggle_log", "Log", show=False),
+        Binding("m", "pick_metric", "Metrics…", show=False),
+        Binding("f", "save_figure", "Save figure", show=False),
+        Binding("n", "page(1)", "Next charts", show=False),
+        Binding("p", "page(-1)", "Previous charts", show=False),
+        Binding("z", "zoom(1)", "Zoom in", show=False),
+        Binding("Z", "zoom(-1)", "Zoom out", show=False),
     ]
 
     _banner = ""
+    _shown = 0
+    """How many series the selected run had when the charts were set up (a new one: new pages)."""
+    page = 0
+    window = 1.0
+    """Share of the x-range the charts show (the last part); ``z``/``Z`` change it."""
+    cursor: float | None = None
+    """The charts' cursor x (None: off); the arrow keys move it on a focused chart."""
 
     def compose(self) -> ComposeResult:
         yield ModeBar("runs")
@@ -98,7 +146,8 @@ class RunsScreen(Screen):
         if want is not None and want in self.app.index.runs:
             self.app.want_selected = None
             table.move_cursor(row=table.get_row_index(want), animate=False)
-        if table.selected != before or before is None:
+        s = self.selected
+        if table.selected != before or before is None or (s and len(s.series) != self._shown):
             self.show_selected()
         else:
             self._update_banner()
@@ -107,21 +156,58 @@ class RunsScreen(Screen):
 
     @on(DataTable.RowHighlighted, "#runs")
     def _highlighted(self) -> None:
+        self.cursor = None
+        self.show_selected()
+
+    @on(MetricChart.CursorMoved)
+    def _cursor_moved(self, event: MetricChart.CursorMoved) -> None:
+        self.cursor = event.x
+        if event.x is None:
+            self.table.focus()
+        self.show_selected()
+
+    def pages(self) -> list[Page]:
+        s = self.selected
+        n = len(self.query_one(ChartGrid).slots)
+        if s is None:
+            return chart_pages([], n)
+        with s.lock:
+            return chart_pages(list(s.series), n)
+
+    @on(ChartGrid.Reshaped)
+    def _reshaped(self) -> None:
+        self.page = 0
         self.show_selected()
 
     def show_selected(self) -> None:
         s = self.selected
-        for chart_id, _, metrics in CHARTS:
+        self._shown = len(s.series) if s else 0
+        pages = self.pages()
+        self.page = min(self.page, len(pages) - 1)
+        page = dict(enumerate(pages[self.page]))
+        if self.page:  # the extra pages fill the charts that are shown
+            page = dict(zip(self.query_one(ChartGrid).slots, page.values(), strict=False))
+        for i, chart_id in enumerate(CHART_IDS):
+            chart = self.query_one(f"#{chart_id}", MetricChart)
+            title, metrics = page.get(i, ("", ()))
+            chart.title = title
+            chart.set_class(not metrics, "-unused")
             lines = [Line(s, m, label) for m, label in metrics] if s else []
-            self.query_one(f"#{chart_id}", MetricChart).show(
-                lines, self.app.axis, self.app.smoothing
-            )
+            chart.show(lines, self.app.axis, self.app.smoothing, self.window, self.cursor)
         self.query_one(LogTail).follow(s)
-        self.query_one("#chart-state", Static).update(
-            f"x: {self.app.axis} · {self.app.ema_label} on loss and img/s"
-        )
+        self.query_one("#chart-state", Static).update(self._chart_state(len(pages)))
         self._update_banner()
         self._update_note()
+
+    def _chart_state(self, pages: int) -> str:
+        """What the charts show; the cursor first (it changes as you read)."""
+        parts = [] if self.cursor is None else [f"▸ {self.app.axis} {self.cursor:.6g}"]
+        if self.window < 1.0:
+            parts.append(window_label(self.window))
+        if pages > 1:
+            parts.append(f"charts {self.page + 1}/{pages}")
+        parts.append(f"x: {self.app.axis} · {self.app.ema_label} on loss and img/s")
+        return " · ".join(parts)
 
     def _update_note(self) -> None:
         s = self.selected
@@ -249,6 +335,58 @@ class RunsScreen(Screen):
     def action_cycle_axis(self) -> None:
         self.app.cycle_axis()
         self.show_selected()
+
+    def action_zoom(self, by: int) -> None:
+        self.window = zoom(self.window, by)
+        self.cursor = None
+        self.show_selected()
+
+    def action_page(self, by: int) -> None:
+        self.page = (self.page + by) % len(self.pages())
+        self.cursor = None
+        self.show_selected()
+
+    def action_pick_metric(self) -> None:
+        """Every series of the highlighted run, to jump to the page that charts it."""
+        from sslterm.tui.screens.dialogs import MetricPicker
+
+        s = self._need_run()
+        if s is None:
+            return
+        with s.lock:
+            choices = [(m, metric_title(m), series.value[-1]) for m, series in s.series.items()
+                       if len(series)]  # fmt: skip
+
+        def picked(metric: str | None) -> None:
+            if metric is not None:
+                pages = self.pages()
+                self.page = page_of(pages, metric)
+                self.show_selected()
+                for chart in self.query(MetricChart):
+                    if any(line.metric == metric for line in chart.lines):
+                        chart.focus()
+
+        self.app.push_screen(MetricPicker(choices), picked)
+
+    def action_save_figure(self) -> None:
+        """The focused chart's first metric (else the loss) of the highlighted run, as SVG."""
+        from sslterm.tui.figures import save_chart
+
+        s = self._need_run()
+        if s is None:
+            return
+        chart = self.focused if isinstance(self.focused, MetricChart) else None
+        lines = chart.lines if chart is not None else ()
+        metric = lines[0].metric if lines else "loss"
+        smoothing = self.app.smoothing if metric in NOISY else 0.0
+        save_chart(self, [s.run], metric, self.app.axis, smoothing)
+
+    def action_detail(self) -> None:
+        """The highlighted run's details (enter)."""
+        from sslterm.tui.screens.detail import DetailScreen
+
+        if s := self._need_run():
+            self.app.push_screen(DetailScreen(s))
 
     def action_toggle_log(self) -> None:
         log = self.query_one(LogTail)

@@ -1,4 +1,5 @@
-"""The system panel: per-GPU load and memory, CPU and RAM, sampled every 2 s."""
+"""The system panel: per-GPU load, memory, power and the runs computing on each GPU,
+CPU and RAM, sampled every 2 s."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from sslterm.tui import format as fmt
-from sslterm.tui.system import GpuSample, SystemSample
+from sslterm.tui.system import GpuSample, SystemSample, runs_on_gpu
 from sslterm.tui.widgets.modebar import ModeBar
 
 
@@ -26,7 +27,7 @@ class SystemScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#gpus", DataTable).add_columns(
-            "GPU", "name", "utilisation", "memory", "temp", "power"
+            "GPU", "name", "utilisation", "memory", "temp", "power", "runs"
         )
         self.set_interval(2.0, self.sample)
         self.sample()
@@ -48,6 +49,7 @@ class SystemScreen(Screen):
     def _show(self, s: SystemSample) -> None:
         table = self.query_one("#gpus", DataTable)
         table.clear()
+        groups = {r.pgid: r.id for r in self.app.index.runs.values() if r.pgid and r.alive}
         for g in s.gpus:
             table.add_row(
                 str(g.index),
@@ -56,6 +58,7 @@ class SystemScreen(Screen):
                 _memory(g),
                 "—" if g.temperature is None else f"{g.temperature}°C",
                 "—" if g.power_w is None else f"{g.power_w:.0f} W",
+                ", ".join(runs_on_gpu(g.pids, groups)) or "—",
             )
         table.display = bool(s.gpus)
         self.query_one("#gpu-note", Static).update(s.gpu_note)

@@ -11,6 +11,12 @@ million-point series draws as fast as a short one.
 EMA smoothing bends only the noisy per-step series (:data:`~sslterm.runs.summary.NOISY`),
 drawn over their raw values in grey; evaluations (val loss, kNN, linear) get a marker
 per point, so a single one is seen; step and epoch axes are labelled in whole numbers.
+
+Inspecting: a focused chart moves a cursor with the arrow keys and posts it
+(:class:`MetricChart.CursorMoved`); its screen hands the cursor to every chart, which
+draws it as a vertical line and puts the exact value of each of its lines at that x
+in its title. ``y`` toggles a chart's log scale; the screen's x-range (the last part
+of the run, :data:`WINDOWS`) applies to every chart.
 """
 
 from __future__ import annotations
@@ -23,9 +29,12 @@ from dataclasses import dataclass
 
 from rich.text import Text
 from textual.app import RenderResult
+from textual.binding import Binding
+from textual.message import Message
 from textual_plotext import PlotextPlot
 
-from sslterm.runs.summary import NOISY, RunSummary
+from sslterm.runs.summary import NOISY, RunSummary, metric_title
+from sslterm.tui import format as fmt
 
 MAX_FPS = 4.0
 LIVE_INTERVAL = 2.0
@@ -38,6 +47,19 @@ RAW_COLOR = "gray"
 POINT_MARKER = "●"
 TICK_CELLS = 7
 """Room for one x tick label."""
+WINDOWS = (1.0, 0.5, 0.25, 0.1, 0.05)
+"""x-ranges ``z`` / ``Z`` step through: the last this share of the run (1 = all of it)."""
+CURSOR_COLOR = "white"
+
+
+def window_label(window: float) -> str:
+    return "all" if window >= 1.0 else f"last {window:.0%}"
+
+
+def zoom(window: float, by: int) -> float:
+    """The next x-range in :data:`WINDOWS` (``by`` = +1: closer, -1: wider), clamped."""
+    at = WINDOWS.index(window) if window in WINDOWS else 0
+    return WINDOWS[min(len(WINDOWS) - 1, max(0, at + by))]
 
 
 def whole_ticks(lo: float, hi: float, most: int) -> list[int]:
@@ -73,7 +95,26 @@ class MetricChart(PlotextPlot):
 
     DEFAULT_CSS = """
     MetricChart { min-height: 6; }
+    MetricChart:focus { tint: $accent 12%; }
     """
+    can_focus = True
+    BINDINGS = [
+        Binding("left", "cursor(-1)", "Cursor ←", show=False),
+        Binding("right", "cursor(1)", "Cursor →", show=False),
+        Binding("shift+left", "cursor(-10)", "Cursor ←←", show=False),
+        Binding("shift+right", "cursor(10)", "Cursor →→", show=False),
+        Binding("home", "cursor_to(0)", "Cursor to start", show=False),
+        Binding("end", "cursor_to(1)", "Cursor to end", show=False),
+        Binding("y", "toggle_log_y", "Log y"),
+        Binding("escape", "leave", "Leave chart", show=False),
+    ]
+
+    class CursorMoved(Message):
+        """The cursor's new x on the charts' axis (None: off)."""
+
+        def __init__(self, x: float | None) -> None:
+            super().__init__()
+            self.x = x
 
     def __init__(self, title: str, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
@@ -81,6 +122,13 @@ class MetricChart(PlotextPlot):
         self._lines: tuple[Line, ...] = ()
         self._axis = "step"
         self._smoothing = 0.0
+        self._window = 1.0
+        self.cursor: float | None = None
+        self.log_y = False
+        self.x_range: tuple[float, float] | None = None
+        """The x-range of the last replot (a cursor moves within it)."""
+        self.readout: list[tuple[str, float | None]] = []
+        """(label, value at the cursor) of each line, as the title shows them."""
         self._drawn_view: object = None
         self._drawn_data: object = None
         self._drawn_at = 0.0
@@ -103,17 +151,54 @@ class MetricChart(PlotextPlot):
             return Text(f"{self.title}\n…", justify="center")
         return super().render()
 
-    def show(self, lines: Sequence[Line], axis: str = "step", smoothing: float = 0.0) -> None:
-        """What to draw: ``smoothing`` is the EMA weight (0 = raw values)."""
+    def show(
+        self,
+        lines: Sequence[Line],
+        axis: str = "step",
+        smoothing: float = 0.0,
+        window: float = 1.0,
+        cursor: float | None = None,
+    ) -> None:
+        """What to draw: ``smoothing`` is the EMA weight (0 = raw values), ``window`` the
+        share of the x-range shown (the last part), ``cursor`` an x to read values at."""
         self._lines, self._axis, self._smoothing = tuple(lines), axis, smoothing
+        self._window, self.cursor = window, cursor
+
+    @property
+    def lines(self) -> tuple[Line, ...]:
+        return self._lines
 
     def _view(self) -> object:
         lines = tuple((ln.summary.id, ln.metric, ln.label) for ln in self._lines)
-        return lines, self._axis, self._smoothing, self.size, self.app.theme, self.title
+        return (lines, self._axis, self._smoothing, self._window, self.cursor, self.log_y,
+                self.size, self.app.theme, self.title)  # fmt: skip
+
+    # -- inspecting -----------------------------------------------------------------------
+    def action_cursor(self, cells: int) -> None:
+        """Move the cursor by ``cells`` columns of the plot (it starts at the right end)."""
+        if self.x_range is None:
+            return
+        lo, hi = self.x_range
+        step = (hi - lo) / max(1, self.size.width - 12)
+        x = hi if self.cursor is None else self.cursor + cells * step
+        self.post_message(self.CursorMoved(min(hi, max(lo, x))))
+
+    def action_cursor_to(self, end: int) -> None:
+        if self.x_range is not None:
+            self.post_message(self.CursorMoved(self.x_range[end]))
+
+    def action_toggle_log_y(self) -> None:
+        self.log_y = not self.log_y
+
+    def action_leave(self) -> None:
+        """Cursor off; the screen moves the focus back to its list."""
+        self.post_message(self.CursorMoved(None))
 
     def _data(self) -> object:
-        """Versions of the drawn series: a new point elsewhere redraws nothing."""
-        return tuple((id(s := ln.summary.series[ln.metric]), s.version) for ln in self._lines)
+        """Versions of the drawn series: a new point elsewhere redraws nothing; a series a
+        run has not logged (yet) is drawn once it appears."""
+        series = [ln.summary.series.get(ln.metric) for ln in self._lines]
+        return tuple((id(s), -1 if s is None else s.version) for s in series)
 
     def _tick(self) -> None:
         if not self.screen.is_current or not self.display or self.size.area == 0:
@@ -129,21 +214,30 @@ class MetricChart(PlotextPlot):
     def replot(self) -> None:
         plt = self.plt
         plt.clear_data()
-        plt.title(self.title)
         width = max(8, self.size.width - 12) * 2  # braille: two dots per cell
-        xmin, xmax = math.inf, 0.0
-        data = []
+        lo = self._lo()
+        xmin, xmax = math.inf, -math.inf
+        data, self.readout = [], []
         for line in self._lines:
             smoothing = self._smoothing if line.metric in NOISY else 0.0
             with line.summary.lock:
-                series = line.summary.series[line.metric]
-                xs, ys = series.points(self._axis, smoothing, width)
-                raw = series.points(self._axis, 0.0, width) if smoothing else None
+                series = line.summary.series.get(line.metric)
+                if series is None:
+                    continue
+                xs, ys = series.points(self._axis, smoothing, width, lo)
+                raw = series.points(self._axis, 0.0, width, lo) if smoothing else None
                 label = _label(line)
+                if self.cursor is not None:
+                    at = series.value_at(self._axis, self.cursor, smoothing)
+                    self.readout.append((label or metric_title(line.metric), at))
+            if self.log_y:
+                xs, ys = _log10(xs, ys)
+                raw = _log10(*raw) if raw is not None else None
             if xs:
                 data.append((line, label, xs, ys, raw))
                 xmin, xmax = min(xmin, xs[0]), max(xmax, xs[-1])
-        scale, unit = _time_unit(xmax) if self._axis == "time" else (1.0, "")
+        self.x_range = (xmin, xmax) if data else None
+        scale, unit = _time_unit(xmax) if self._axis == "time" and data else (1.0, "")
         self.points, self.plotted, self.xticks = 0, [], []
         mono = os.environ.get("NO_COLOR") is not None
         for i, (line, label, xs, ys, raw) in enumerate(data):
@@ -160,14 +254,52 @@ class MetricChart(PlotextPlot):
                 plt.scatter(xs, ys, marker=POINT_MARKER, color=style.get("color", "default"))
                 self.plotted.append((line.metric, "points", ys))
             self.points += len(xs)
+        if data and self.cursor is not None:
+            plt.vline(self.cursor / scale, "default" if mono else CURSOR_COLOR)
+        if data and self.log_y:
+            lo_y = min(min(d[3]) for d in data)
+            hi_y = max(max(d[3]) for d in data)
+            ticks = [lo_y + (hi_y - lo_y) * i / 4 for i in range(5)] if hi_y > lo_y else [lo_y]
+            plt.yticks(ticks, [fmt.number(10**t, 3) for t in ticks])
         if data and self._axis in ("step", "epoch"):
             self.xticks = whole_ticks(xmin, xmax, max(2, self.size.width // TICK_CELLS))
             plt.xticks(self.xticks, [str(t) for t in self.xticks])
         plt.xlabel(f"{_AXIS_LABEL[self._axis]}{f' ({unit})' if unit else ''}")
-        if not data:
-            plt.title(f"{self.title} — no data yet")
+        plt.title(self._title(bool(data)))
         self.draws += 1
         self.refresh()
+
+    def _lo(self) -> float:
+        """The left end of the x-range: all, or the last ``window`` share of everything the
+        drawn runs logged (so every chart of a screen shows the same stretch)."""
+        if self._window >= 1.0:
+            return -math.inf
+        ends = [
+            (xs[0], xs[-1])
+            for summary in {id(ln.summary): ln.summary for ln in self._lines}.values()
+            for series in list(summary.series.values())
+            if len(xs := series.x(self._axis))
+        ]
+        if not ends:
+            return -math.inf
+        first, last = min(e[0] for e in ends), max(e[1] for e in ends)
+        return last - self._window * (last - first)
+
+    def _title(self, has_data: bool) -> str:
+        """The title, with the cursor's readout and the scale when not the plain one."""
+        title = self.title + (" (log)" if self.log_y else "")
+        if not has_data:
+            return f"{title} — no data yet"
+        if self.readout:
+            title += " │ " + "  ".join(f"{k} {fmt.number(v)}" for k, v in self.readout)
+        return title
+
+
+def _log10(xs: list[float], ys: list[float]) -> tuple[list[float], list[float]]:
+    """The points a log scale can draw, as log10 (the y ticks name the real values;
+    plotext's own log scale fails to draw legends on small canvases)."""
+    keep = [i for i, y in enumerate(ys) if y > 0]
+    return [xs[i] for i in keep], [math.log10(ys[i]) for i in keep]
 
 
 def _label(line: Line) -> str:

@@ -12,6 +12,7 @@ VIEWS = (
     ("compare", "3", "Compare"),
     ("queue", "4", "Queue"),
     ("system", "5", "System"),
+    ("sweep", "6", "Sweeps"),
 )
 
 
@@ -29,13 +30,21 @@ class ModeBar(Widget):
         self.current = current
 
     def render(self) -> Text:
+        text = self._line(compact=False)
+        if self.note and text.cell_len > self.size.width:  # narrow: the note (the run) first
+            text = self._line(compact=True)
+        text.truncate(max(1, self.size.width), overflow="ellipsis")
+        return text
+
+    def _line(self, compact: bool) -> Text:
+        """Every view's key and label; ``compact`` labels only the current view."""
         text = Text(" sslterm ", style="bold reverse")
         for mode, key, label in VIEWS:
-            style = "bold reverse" if mode == self.current else ""
+            current = mode == self.current
             text.append(" ")
-            text.append(f" {key} {label} ", style=style)
+            text.append(f" {key} {label} " if current or not compact else key,
+                        style="bold reverse" if current else "")
         if self.note:
             text.append("  │ ")
             text.append(self.note, style="italic")
-        text.truncate(max(1, self.size.width), overflow="ellipsis")
         return text

@@ -16,7 +16,9 @@ COLUMNS = (
     ("run", "run"),
     ("status", "status"),
     ("profile", "profile"),
+    ("method", "method"),
     ("epoch", "epoch"),
+    ("eta", "ETA"),
     ("loss", "loss"),
     ("knn", "kNN"),
     ("linear", "linear"),
@@ -45,7 +47,8 @@ def linear_header(runs: list[RunSummary]) -> str:
 def cells(
     s: RunSummary, marked: bool, now: float | None = None, split_in_cell: bool = False
 ) -> dict[str, object]:
-    """A run's row as column key -> cell; ``duration`` is training time over every resume."""
+    """A run's row as column key -> cell; ``duration`` is training time over every resume,
+    ``eta`` the time a live run still needs at its recent speed."""
     linear = fmt.percent(s.linear)
     if split_in_cell and s.linear is not None:
         linear = f"{linear} {s.linear_split}"
@@ -54,7 +57,9 @@ def cells(
         "run": s.id,
         "status": Text(s.state, style=STATE_STYLE.get(s.state, "")),
         "profile": s.profile,
+        "method": s.method or "—",
         "epoch": fmt.epochs(s.epoch, s.epochs),
+        "eta": fmt.duration(s.eta(now)) if s.alive else "",
         "loss": fmt.number(s.last_loss),
         "knn": fmt.percent(s.knn),
         "linear": linear,
@@ -72,7 +77,7 @@ class RunsTable(DataTable):
     too narrow lines. A column that must grow rebuilds the table (rare); every
     other change is a cell update, which neither re-measures nor re-lays out."""
 
-    BINDINGS = [Binding("enter", "select_cursor", "Show", show=False)]
+    BINDINGS = [Binding("enter", "screen.detail", "Detail")]
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -123,6 +128,7 @@ class RunsTable(DataTable):
                 changed.append(s.id)
             elif s.alive:
                 self._cells[s.id]["duration"] = fmt.duration(s.duration(now))
+                self._cells[s.id]["eta"] = fmt.duration(s.eta(now))
                 changed.append(s.id)
         for gone in set(self._cells) - set(ids):
             del self._cells[gone]

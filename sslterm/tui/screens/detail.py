@@ -1,0 +1,256 @@
+"""One run in one place (enter on a run): where and how it ran, its final results by
+protocol and the checkpoint they came from, checkpoints and exported features with
+sizes, the command that reproduces it, its error, and the frozen profile with the
+keys that differ from its source profile marked.
+
+Everything is read from the run directory in a worker (sizes walk folders); the
+source profile is ``status.json``'s ``source`` where the launcher recorded it, else
+``<profiles>/<profile name>.toml``, resolved as a launch from it today would freeze it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from sslterm.runs.summary import RunSummary, final_table
+from sslterm.tui import format as fmt
+from sslterm.tui.widgets.modebar import ModeBar
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DIFF_MARK = "●"
+SAME = object()
+"""A key whose value the source profile shares (or no source profile to compare with)."""
+
+
+@dataclass
+class Details:
+    """What the detail view shows, gathered off the UI thread."""
+
+    status: dict[str, Any] = field(default_factory=dict)
+    results: list[tuple[str, str, float]] = field(default_factory=list)
+    results_checkpoint: str = ""
+    checkpoints: list[tuple[str, int]] = field(default_factory=list)
+    features: list[tuple[str, int]] = field(default_factory=list)
+    profile: list[tuple[str, Any, Any]] = field(default_factory=list)
+    """(dotted key, frozen value, the source profile's other value or :data:`SAME`)."""
+    source: str = ""
+    """The source profile compared against, or why there is none."""
+    compared: bool = False
+    """Whether the marks are against a source profile."""
+
+
+def tree_size(path: Path) -> int:
+    """Bytes of the files under ``path`` (a file: its size); 0 where it vanished."""
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+    return total
+
+
+def _entries(folder: Path) -> list[tuple[str, int]]:
+    if not folder.is_dir():
+        return []
+    return [(p.name, tree_size(p)) for p in sorted(folder.iterdir()) if not p.name.startswith(".")]
+
+
+def source_profile(status: dict[str, Any], profiles_dir: Path) -> Path | None:
+    """The profile file the run was made from, where it can be found."""
+    source = status.get("source")
+    if source and Path(source).is_file():
+        return Path(source)
+    guess = profiles_dir / f"{status.get('profile') or ''}.toml"
+    return guess if guess.is_file() else None
+
+
+def profile_marks(
+    frozen: dict[str, Any], source: dict[str, Any] | None
+) -> list[tuple[str, Any, Any]]:
+    """Each frozen key with the source profile's value (resolved) where that differs,
+    else :data:`SAME`; a key the source lacks differs as ``None``."""
+    from sslterm.profile.edit import flatten
+
+    theirs = dict(flatten(source)) if source is not None else {}
+    return [
+        (k, v, theirs.get(k) if source is not None and theirs.get(k) != v else SAME)
+        for k, v in flatten(frozen)
+    ]
+
+
+def resolve_source(path: Path) -> dict[str, Any]:
+    """The source profile as a launch from it now would freeze it (defaults written out,
+    paths absolute from here)."""
+    from sslterm.profile.load import frozen, frozen_data, load_profile
+
+    return frozen_data(frozen(load_profile(path)), mode="json")
+
+
+def gather(summary: RunSummary, profiles_dir: Path) -> Details:
+    """Read everything the view shows from the run directory."""
+    from sslterm.errors import UserError
+
+    run = summary.run
+    out = Details(status=run.read_status())
+    try:
+        results = json.loads((run.path / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        results = {}
+    out.results = final_table(results)
+    out.results_checkpoint = (
+        str(results.get("checkpoint") or "") if isinstance(results, dict) else ""
+    )
+    out.checkpoints = _entries(run.checkpoints)
+    out.features = _entries(run.path / "features")
+    try:
+        mine = tomllib.loads(run.profile.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        mine = {}
+    source = source_profile(out.status, profiles_dir)
+    theirs = None
+    if source is None:
+        out.source = f"no source profile found (looked for {profiles_dir}/{summary.profile}.toml)"
+    else:
+        try:
+            theirs = resolve_source(source)
+            out.source, out.compared = str(source), True
+        except UserError as exc:
+            out.source = f"{source} does not load: {exc}"
+    out.profile = profile_marks(mine, theirs)
+    return out
+
+
+def reproduce_command(summary: RunSummary) -> str:
+    """A fresh run of the same frozen profile (every key and path in it)."""
+    return f"sslterm run {shlex.quote(str(summary.run.profile))}"
+
+
+def render(summary: RunSummary, d: Details) -> dict[str, str]:
+    """The view's sections as rich markup, by widget id."""
+    s = summary
+    where = [
+        f"[b]{escape(s.id)}[/b]  {s.state}  {escape(s.method or '—')} · "
+        f"{escape(s.encoder or '—')} on {escape(s.dataset or '—')}",
+        f"host {escape(str(d.status.get('host') or '—'))} · world size {s.world_size or '—'}"
+        f" · devices {escape(', '.join(s.devices) or '—')}",
+        f"created {fmt.started(s.created)} · trained {fmt.duration(s.duration())}"
+        f" · epoch {fmt.epochs(s.epoch, s.epochs)}"
+        + (f" · ETA {fmt.duration(s.eta())}" if s.alive else ""),
+        f"reproduce: [b]{escape(reproduce_command(s))}[/b]",
+    ]
+    error = ""
+    if s.state == "failed" or s.error:
+        error = f"[b]error[/b]: {escape(s.error or 'no error summary')}"
+        if s.traceback:
+            error += "\n" + escape(s.traceback.rstrip())
+    results = "[b]final results[/b]"
+    if d.results:
+        origin = d.results_checkpoint or "no checkpoint recorded"
+        results += f" (from {escape(origin)})\n" + "\n".join(
+            f"  {escape(proto):<14} {escape(metric):<12} {fmt.number(v)}"
+            for proto, metric, v in d.results
+        )
+    else:
+        results += ": none yet" if s.alive else ": none (no results.json)"
+    files = "[b]checkpoints[/b]\n" + (
+        "\n".join(
+            f"  {escape(n)}  {fmt.size(b)}"
+            + (
+                "  ← final results"
+                if d.results and f"checkpoints/{n}" == d.results_checkpoint
+                else ""
+            )
+            for n, b in d.checkpoints
+        )
+        or "  none"
+    )
+    files += "\n[b]exported features[/b]\n" + (
+        "\n".join(f"  {escape(n)}  {fmt.size(b)}" for n, b in d.features)
+        or f"  none (sslterm features {escape(s.id)})"
+    )
+    from sslterm.profile.edit import format_value
+
+    changed = sum(1 for *_, theirs in d.profile if theirs is not SAME)
+    profile = (
+        f"[b]frozen profile[/b] ({DIFF_MARK} {changed} key{'s' if changed != 1 else ''}"
+        f" differ from {escape(d.source)})\n"
+        if d.compared
+        else f"[b]frozen profile[/b] ({escape(d.source)})\n"
+    )
+    profile += "\n".join(
+        f"  {escape(key)} = {escape(format_value(value))}"
+        if theirs is SAME
+        else f"[b]{DIFF_MARK} {escape(key)} = {escape(format_value(value))}[/b]"
+        f"  [dim](source: {escape('—' if theirs is None else format_value(theirs))})[/dim]"
+        for key, value, theirs in d.profile
+    )
+    return {
+        "detail-where": "\n".join(where),
+        "detail-error": error,
+        "detail-results": results,
+        "detail-files": files,
+        "detail-profile": profile,
+    }
+
+
+class DetailScreen(Screen):
+    """Pushed over the runs view; escape goes back."""
+
+    BINDINGS = [Binding("escape,q", "app.pop_screen", "Back")]
+
+    def __init__(self, summary: RunSummary) -> None:
+        super().__init__()
+        self.summary = summary
+        self.details: Details | None = None
+
+    def compose(self) -> ComposeResult:
+        bar = ModeBar("runs")
+        bar.note = f"{self.summary.id} · details (escape: back)"
+        yield bar
+        with VerticalScroll(id="detail-body"):
+            for name in ("where", "error", "results", "files", "profile"):
+                yield Static("…" if name == "where" else "", id=f"detail-{name}")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#detail-body").focus()
+        self._load()
+
+    @work(thread=True, exclusive=True)
+    def _load(self) -> None:
+        try:
+            details = gather(self.summary, self.app.profiles_dir)
+        except OSError as exc:  # the run directory went away while it was read
+            self.app.call_from_thread(self.notify, f"cannot read {self.summary.run.path}: {exc}",
+                                      severity="error")  # fmt: skip
+            return
+        self.app.call_from_thread(self._show, details)
+
+    def _show(self, details: Details) -> None:
+        self.details = details
+        for wid, text in render(self.summary, details).items():
+            widget = self.query_one(f"#{wid}", Static)
+            widget.update(text)
+            widget.display = bool(text)
