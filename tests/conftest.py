@@ -35,5 +35,13 @@ def utc():
 
 
 @pytest.fixture
+def runs_dir(tmp_path):
+    """A runs folder holding the app tests' fixed runs (finished, failed, stopped)."""
+    from tuihelpers import make_runs
+
+    return make_runs(tmp_path / "runs")
+
+
+@pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

@@ -17,7 +17,6 @@ from textual.command import CommandList, CommandPalette
 from tuihelpers import (
     SMOKE,
     T0,
-    make_runs,
     notices,
     screen_text,
     wait_until,
@@ -38,11 +37,6 @@ from sslterm.tui.widgets.runs_table import RunsTable
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (130, 40)
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("utc")]
-
-
-@pytest.fixture
-def runs_dir(tmp_path: Path) -> Path:
-    return make_runs(tmp_path / "runs")
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tuihelpers import SMOKE, T0, make_runs, notices, screen_text, wait_until, write_run
+from tuihelpers import SMOKE, T0, notices, screen_text, wait_until, write_run
 
 from sslterm.runs.summary import METRICS
 from sslterm.tui.app import SSLTermApp
@@ -25,11 +25,6 @@ SIZE = (130, 40)
 FINISHED = "cifar10-20240501-120000"
 FAILED = "cifar10-20240501-150000"
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("utc")]
-
-
-@pytest.fixture
-def runs_dir(tmp_path: Path) -> Path:
-    return make_runs(tmp_path / "runs")
 
 
 @pytest.fixture
