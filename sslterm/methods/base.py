@@ -26,6 +26,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from sslterm.methods.losses import negative_cosine, view_agreement
+
 
 @dataclass(frozen=True)
 class View:
@@ -91,3 +93,40 @@ class Method(nn.Module):
 
     def eval_encoder(self) -> nn.Module:
         return self.encoder
+
+
+class PredictorMethod(Method):
+    """Two views through encoder, projector and predictor; each prediction is pulled to a
+    target for the other view by negative cosine (BYOL, SimSiam). Subclasses say only what
+    the targets are (``targets``); the loss is half the symmetric sum, as in lightly."""
+
+    shape_keys = ("projector_hidden_dim", "projector_dim", "predictor_hidden_dim")
+
+    def __init__(self, encoder: nn.Module, projector: nn.Module, predictor: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.projector = projector
+        self.predictor = predictor
+
+    def targets(self, views: list[Tensor], z1: Tensor, z2: Tensor) -> tuple[Tensor, Tensor]:
+        """What the predictions of views 0 and 1 are pulled to (no gradient flows into it)."""
+        raise NotImplementedError
+
+    def _branch(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        h = self.encoder(x)
+        z = self.projector(h)
+        return h, z, self.predictor(z)
+
+    def _loss(self, views: list[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        (h1, z1, p1), (_, z2, p2) = self._branch(views[0]), self._branch(views[1])
+        t1, t2 = self.targets(views, z1, z2)
+        loss = 0.5 * (negative_cosine(p1, t2) + negative_cosine(p2, t1))
+        return loss, h1, z1, z2
+
+    def training_step(self, views: list[Tensor]) -> dict[str, Tensor]:
+        loss, h1, _, _ = self._loss(views)
+        return {"loss": loss, "features": h1}
+
+    def val_metrics(self, views: list[Tensor]) -> dict[str, Tensor]:
+        loss, _, z1, z2 = self._loss(views)
+        return {"loss": loss.detach(), **view_agreement(z1, z2)}
