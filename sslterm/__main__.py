@@ -1,5 +1,3 @@
-import sys
+from sslterm.cli import entry
 
-from sslterm.cli import main
-
-sys.exit(main())
+entry()

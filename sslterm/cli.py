@@ -10,7 +10,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from sslterm import __version__
 from sslterm.errors import UserError
@@ -229,7 +229,8 @@ def run_record(run: RunDir) -> dict[str, Any]:
         final = None
     return {
         "id": run.id, "path": str(run.path), "state": state, "error": error,
-        "profile": status.get("profile", ""), "created": status.get("created"),
+        "profile": status.get("profile", ""), "method": summary.method,
+        "created": status.get("created"),
         "started": status.get("started"), "ended": status.get("ended"),
         "epoch": summary.epoch, "epochs": summary.epochs, "step": summary.step,
         "final": final,
@@ -250,13 +251,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
     id_width = max((len(r["id"]) for r in records), default=3)
     table = Table(box=None)
     table.add_column("run", no_wrap=True, min_width=id_width)
-    for name in ("state", "epoch", "profile", "created"):
+    for name in ("state", "epoch", "profile", "method", "created"):
         table.add_column(name, no_wrap=name != "profile")
     table.add_column("error", overflow="ellipsis")
     for r in records:
         epoch = "" if r["epoch"] is None else f"{r['epoch']}/{r['epochs'] or '?'}"
-        table.add_row(r["id"], r["state"], epoch, r["profile"], r["created"] or "",
-                      r["error"][:80])
+        table.add_row(r["id"], r["state"], epoch, r["profile"], r["method"],
+                      r["created"] or "", r["error"][:80])
     # piped: one line per run, however long (a terminal's width applies only to a terminal)
     Console(width=None if sys.stdout.isatty() else 10_000).print(table)
     return 0
@@ -544,5 +545,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def entry() -> NoReturn:
+    """The ``sslterm`` command's process: :func:`main`, then a quick exit (``sslterm run``
+    imports torch and timm)."""
+    from sslterm.process import exit_process
+
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -8,6 +8,14 @@ import time
 
 import pytest
 
+# The runs the tests start take their OpenMP thread count from OMP_NUM_THREADS, by default
+# all cores per process (sslterm.runs.launcher): with pytest-xdist's workers sharing those
+# cores, a run's threads wait on descheduled peers at every small op (a smoke epoch: under
+# 1 s alone, 5-10 s oversubscribed). Each worker gets its share, as do its in-process tests.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
 
 @pytest.fixture
 def one_thread():

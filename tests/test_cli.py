@@ -93,7 +93,7 @@ def test_runs_json_has_state_progress_and_final_metrics(tmp_path: Path) -> None:
     done.results.write_text(json.dumps({"run_id": done.id, "final": final}))
     with open(done.events, "w") as fh:
         fh.write(json.dumps({"v": 2, "kind": "run_started", "t": 1.0, "epochs": 3,
-                             "steps_per_epoch": 2}) + "\n")
+                             "steps_per_epoch": 2, "method": "byol"}) + "\n")
         fh.write(json.dumps({"v": 2, "kind": "epoch", "t": 2.0, "epoch": 2, "step": 6}) + "\n")
     queued = make_run(tmp_path, "queued", name="other")
     out = cli("-o", str(tmp_path), "runs", "--json")
@@ -102,6 +102,12 @@ def test_runs_json_has_state_progress_and_final_metrics(tmp_path: Path) -> None:
     assert records[done.id]["state"] == "finished" and records[done.id]["final"] == final
     assert (records[done.id]["epoch"], records[done.id]["epochs"]) == (3, 3)
     assert records[queued.id]["state"] == "queued" and records[queued.id]["final"] is None
+    # the method: the trainer's run_started, else the frozen profile's
+    assert (records[done.id]["method"], records[queued.id]["method"]) == ("byol", "simclr")
+    table = cli("-o", str(tmp_path), "runs").stdout.splitlines()
+    assert table[0].split()[:6] == ["run", "state", "epoch", "profile", "method", "created"]
+    assert {line.split()[0]: line.split()[-2] for line in table[1:]} == {  # no errors
+        done.id: "byol", queued.id: "simclr"}
 
 
 # -- rm ------------------------------------------------------------------------------------

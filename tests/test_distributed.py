@@ -17,6 +17,8 @@ import torch
 from runhelpers import SMOKE, events, only_run, sslterm
 from safetensors.torch import load_file
 
+from sslterm import cli
+
 pytestmark = pytest.mark.slow
 
 SAME = [
@@ -63,10 +65,12 @@ def test_two_process_evaluation_is_the_checkpoint_evaluated_afterwards(tmp_path)
     assert (status["state"], status["exit_code"], status["error"]) == ("finished", 0, None)
     assert next(e for e in events(run) if e["kind"] == "run_started")["world_size"] == 2
     final = json.loads((run / "results.json").read_text())["final"]
-    sslterm("-o", str(out_dir), "features", run.name, cwd=tmp_path, check=True)
+    # afterwards: the same commands in this process (no torch import to wait for)
+    assert cli.main(["-o", str(out_dir), "features", run.name]) == 0
     # the smoke profile's probe settings and seed, spelled out
-    sslterm("-o", str(out_dir), "probe", run.name, "--seed", "42", "--set", "probe.epochs=20",
-            "--set", "probe.batch_size=256", "--set", "probe.knn_k=20", cwd=tmp_path, check=True)
+    assert cli.main(["-o", str(out_dir), "probe", run.name, "--seed", "42",
+                     "--set", "probe.epochs=20", "--set", "probe.batch_size=256",
+                     "--set", "probe.knn_k=20"]) == 0
     posthoc = json.loads((run / "features" / "probe-results.json").read_text())
     assert final["knn"]["val_top1"] == pytest.approx(posthoc["knn"]["val"]["top1"])
     assert final["knn"]["val_top5"] == pytest.approx(posthoc["knn"]["val"]["top5"])

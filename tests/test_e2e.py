@@ -19,6 +19,14 @@ def smoke(tmp_path_factory):
     return tmp_path, only_run(tmp_path / "runs"), out
 
 
+@pytest.fixture(scope="module")
+def exported(smoke):
+    """The smoke run after ``sslterm features`` (once: the export does not change the run)."""
+    tmp_path, run, _ = smoke
+    sslterm("-o", str(tmp_path / "runs"), "features", run.name, cwd=tmp_path, check=True)
+    return tmp_path, run
+
+
 def test_smoke_run_leaves_a_complete_run_directory(smoke):
     tmp_path, run, out = smoke
     assert "finished" in out.stdout
@@ -89,7 +97,7 @@ def test_stop_then_resume_continues_the_event_log(tmp_path):
     assert starts[1]["start_step"] == stopped_at
 
 
-def test_features_export_loads_into_timm_and_probe_reads_it(smoke):
+def test_features_export_loads_into_timm_and_probe_reads_it(exported):
     import timm
     import torch
 
@@ -97,8 +105,7 @@ def test_features_export_loads_into_timm_and_probe_reads_it(smoke):
     from sslterm.data.registry import build_splits
     from sslterm.profile.load import load_profile
 
-    tmp_path, run, _ = smoke
-    sslterm("-o", str(tmp_path / "runs"), "features", run.name, cwd=tmp_path, check=True)
+    tmp_path, run = exported
     meta = json.loads((run / "features" / "meta.json").read_text())
     assert meta["encoder"] == "test_resnet" and meta["checkpoint"].startswith("checkpoints/")
     feats = load_file(run / "features" / "features.safetensors")
@@ -122,10 +129,9 @@ def test_features_export_loads_into_timm_and_probe_reads_it(smoke):
     assert 0 <= results["linear"]["test"]["top1"] <= 100
 
 
-def test_probe_of_exported_features_repeats_the_runs_final_linear_eval(smoke):
+def test_probe_of_exported_features_repeats_the_runs_final_linear_eval(exported):
     """Same seed and probe settings as the run by default, so the same numbers."""
-    tmp_path, run, _ = smoke
-    sslterm("-o", str(tmp_path / "runs"), "features", run.name, cwd=tmp_path, check=True)
+    tmp_path, run = exported
     meta = json.loads((run / "features" / "meta.json").read_text())
     assert meta["classes"] == ["0", "1", "2", "3"] and meta["seed"] == 42
     feats = load_file(run / "features" / "features.safetensors")

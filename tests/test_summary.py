@@ -266,6 +266,35 @@ def test_a_killed_segment_counts_up_to_its_last_event(tmp_path):
     assert s.duration() == 15.0
 
 
+def test_training_time_counts_each_launch_from_its_start_not_its_first_event(tmp_path):
+    """A smoke run's trainer logs run_started after seconds of imports, data and model
+    (``launched``: the supervisor's start of that launch); the time between a launch that
+    was killed and the next one, whose run_resumed comes before its run_started, is no
+    training."""
+    run = tmp_path / "r1"
+    write_status(run, state="finished")
+    at = sm.parse_time("2024-05-01T12:00:00+00:00")
+    (run / "events.jsonl").write_text(
+        event("run_started", at + 12.0, epochs=3, steps_per_epoch=10,
+              launched="2024-05-01T12:00:00+00:00")
+        + step_lines(1, t0=at + 12.5)  # at +13.5, then killed
+        + event("run_resumed", at + 110.0, epoch=0, step=0, checkpoint=None)
+        + event("run_started", at + 110.5, epochs=3, steps_per_epoch=10, resumed=True,
+                launched="2024-05-01T12:01:40+00:00")  # at + 100
+        + event("run_finished", at + 111.0, epoch=2, step=1, results={})
+    )
+    s = RunSummary(RunDir(run))
+    s.update()
+    assert s.duration() == pytest.approx(13.5 + 11.0)
+    # a stale launch time (a trainer started without the supervisor) never reaches back
+    # into the launch before it, and a log without launch times counts from run_started
+    assert sm.launch_start({"launched": "2024-05-01T12:00:00+00:00"}, at + 200.0, at + 150.0) == (
+        at + 150.0)
+    assert sm.launch_start({}, at + 200.0, at + 150.0) == at + 200.0
+    assert sm.launch_start({"launched": "2024-05-01T12:05:00+00:00"}, at + 200.0, None) == (
+        at + 200.0)  # a launch time after the event's own: not this launch's
+
+
 def test_run_resumed_supersedes_the_points_after_its_checkpoint(tmp_path):
     run = tmp_path / "r1"
     write_status(run)

@@ -15,6 +15,7 @@ import torch
 from runhelpers import SMOKE, events, only_run, sslterm, state, wait_for
 from safetensors.torch import load_file, save_file
 
+from sslterm import cli
 from sslterm.errors import ProfileError, UserError
 from sslterm.eval.export import save_features
 from sslterm.models import create_encoder
@@ -123,16 +124,19 @@ def test_a_missing_source_is_refused_before_the_run_directory_exists(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_warm_started_runs_first_features_are_its_sources(tmp_path):
+def test_a_warm_started_runs_first_features_are_its_sources(tmp_path, capsys):
+    """The runs go through the real CLI and launcher; the exports and the refused launch,
+    which start no run, are the same commands in this process (no torch import to wait for)."""
     runs = tmp_path / "runs"
     tiny = ["train.epochs=1", "train.max_steps_per_epoch=2", "train.val_interval=0",
             "probe.enabled=false"]
     sslterm("-o", str(runs), "run", str(SMOKE), *tiny, cwd=tmp_path, check=True)
     source = only_run(runs)
-    sslterm("-o", str(runs), "features", source.name, cwd=tmp_path, check=True)
-    other = sslterm("-o", str(runs), "run", str(SMOKE), *tiny, "model.encoder=test_convnext",
-                    f"model.init_from={source.name}", cwd=tmp_path)
-    assert (other.returncode, other.stderr) == (2, (
+    assert cli.main(["-o", str(runs), "features", source.name]) == 0
+    capsys.readouterr()
+    other = cli.main(["-o", str(runs), "run", str(SMOKE), *tiny, "model.encoder=test_convnext",
+                      f"model.init_from={source.name}"])
+    assert (other, capsys.readouterr().err) == (2, (
         f"sslterm: <command line>: model.init_from: {weights_file(source.resolve())} holds a "
         "test_resnet encoder, not model.encoder test_convnext\n"))
 
@@ -151,7 +155,7 @@ def test_a_warm_started_runs_first_features_are_its_sources(tmp_path):
     frozen = (warm / "profile.toml").read_text()
     assert f'init_from = "{source.resolve()}"' in frozen
 
-    sslterm("-o", str(runs), "features", warm.name, cwd=tmp_path, check=True)
+    assert cli.main(["-o", str(runs), "features", warm.name]) == 0
     theirs = load_file(source / "features" / "features.safetensors")
     ours = load_file(warm / "features" / "features.safetensors")
     assert theirs.keys() == ours.keys()

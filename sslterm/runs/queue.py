@@ -404,4 +404,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from sslterm.process import exit_process
+
+    exit_process(main())

@@ -332,7 +332,8 @@ class RunSummary:
     events: int = 0
     version: int = 0
     trained: float = 0.0
-    """Seconds of training in finished segments (a resume starts a new segment)."""
+    """Seconds of training in finished segments: each launch (the first, every resume) from
+    its start, which the supervisor records, to its last event; stopped time does not count."""
     notes: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=NOTES_MAX))
     """The latest non-step events, for a log pane (:func:`sslterm.runs.follow.describe`)."""
     noted: int = 0
@@ -346,6 +347,7 @@ class RunSummary:
     _status_sig: tuple[int, int] | None = field(default=None, repr=False)
     _t0: float | None = field(default=None, repr=False)
     _segment: float | None = field(default=None, repr=False)
+    _worked: float | None = field(default=None, repr=False)  # the last event of a launch
     _recent: deque[tuple[float, float]] = field(
         default_factory=lambda: deque(maxlen=ETA_WINDOW), repr=False
     )
@@ -499,11 +501,13 @@ class RunSummary:
             self.notes.append(e)
             self.noted += 1
         if kind == "run_started":
-            self._close_segment(self.last_event)  # a start without an end: killed
-            self._segment = t
+            self._close_segment(self._worked)  # a start without an end: killed
+            self._segment = launch_start(e, t, self._worked)
             self._recent.clear()
         if t is not None:
             self.last_event = t
+            if kind != "run_resumed":  # written by the next launch, before its run_started
+                self._worked = t
             if self._t0 is None:
                 self._t0 = t
         if kind in TERMINAL:
@@ -587,6 +591,17 @@ class RunSummary:
             setattr(self, name, values[-1] if values else None)
         losses = self.series["loss"].value
         self.last_loss = losses[-1] if losses else None
+
+
+def launch_start(started: dict[str, Any], t: float | None, before: float | None) -> float | None:
+    """When the launch that wrote the ``run_started`` event ``started`` (at ``t``) began: its
+    ``launched`` time (status.json's ``started``, before the imports, data and model the
+    trainer sets up first; whole seconds), else ``t`` (logs written before that field), never
+    before the previous launch's last event ``before``."""
+    launched = parse_time(started.get("launched"))
+    if launched is None or t is None or launched > t:
+        return t
+    return max(launched, before) if before is not None else launched
 
 
 def profile_method(path: Path) -> str:
