@@ -101,3 +101,24 @@ def test_lars_differs_from_lightly_as_its_docstring_says():
     plain, adapted = one_step(LightlyLARS, W0, grad, 0.0), one_step(LARS, W0, grad, 0.0)
     assert torch.allclose(plain, W0 - 0.5 * grad)
     assert torch.allclose(adapted, W0 - 0.5 * 0.01 * w_norm / g_norm * grad)
+
+
+@pytest.mark.parametrize(("lr", "clipped"), [(0.05, True), (1.0, False)])
+def test_lars_clip_lr_steps_at_most_plain_sgd(lr, clipped):
+    """solo-learn's clip_lars_lr: the step is min(eta ||w|| / ||g||, lr) * g (one step, no
+    momentum history, wd 0): plain SGD at the lr where the trust ratio exceeds it."""
+    w0 = torch.tensor([[3.0, 4.0]])  # ||w|| = 5
+    grad = torch.tensor([[0.6, 0.8]])  # ||g|| = 1, ratio = 0.02 * 5 / 1 = 0.1
+    w = torch.nn.Parameter(w0.clone())
+    opt = LARS([w], lr=lr, momentum=0.9, trust_coefficient=0.02, clip_lr=True)
+    w.grad = grad.clone()
+    opt.step()
+    step = min(0.02 * 5 / 1, lr)
+    assert clipped == (step == lr)
+    assert torch.allclose(w.detach(), w0 - step * grad, atol=1e-6)
+    unclipped = torch.nn.Parameter(w0.clone())
+    plain = LARS([unclipped], lr=lr, momentum=0.9, trust_coefficient=0.02)
+    unclipped.grad = grad.clone()
+    plain.step()  # without the clip: lr * ratio * g, shorter than the clipped step at lr 0.05
+    assert torch.allclose(unclipped.detach(), w0 - lr * 0.1 * grad, atol=1e-6)
+    assert torch.equal(w.detach(), unclipped.detach()) == (not clipped)

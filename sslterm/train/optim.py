@@ -9,12 +9,10 @@ and a tensor with ``||w|| = 0`` or ``||u|| = 0`` gets ratio 1.
 
 At weight decay 0 the ratio is ``eta * ||w|| / ||g||``: the step still adapts per tensor.
 
-lightly's ``lightly.utils.lars.LARS`` (from PyTorch Lightning Bolts) differs in two ways:
-it uses the paper's denominator ``||g|| + wd * ||w||``, never smaller than ``||g + wd * w||``
-(triangle inequality), so its steps are shorter unless ``g`` points the same way as ``w``;
-and it skips adaptation for any parameter whose group has weight decay 0 (plain SGD there),
-where this LARS still adapts. With ``wd > 0`` and ``g`` along ``w`` both take the same step
-(``tests/test_optim.py`` checks the match and both differences).
+``clip_lr`` (solo-learn's ``clip_lars_lr``, on in its CIFAR recipes) replaces the ratio by
+``min(ratio / lr, 1)``, so the step is ``min(eta * ||w|| / ||u||, lr) * u`` rather than
+``lr * ratio * u``: plain SGD at the scheduled lr where the trust ratio exceeds the lr (a
+small gradient), LARS's relative step ``eta`` elsewhere, whatever the lr.
 """
 
 from __future__ import annotations
@@ -41,6 +39,7 @@ class LARS(torch.optim.Optimizer):
         weight_decay: float = 0.0,
         trust_coefficient: float = 1e-3,
         eps: float = 1e-8,
+        clip_lr: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -49,6 +48,7 @@ class LARS(torch.optim.Optimizer):
             trust_coefficient=trust_coefficient,
             eps=eps,
             lars_exclude=False,
+            clip_lr=clip_lr,
         )
         super().__init__(params, defaults)
 
@@ -64,7 +64,7 @@ class LARS(torch.optim.Optimizer):
                     continue
                 update = lars_update(
                     p, p.grad, group["weight_decay"], group["trust_coefficient"], group["eps"],
-                    group["lars_exclude"],
+                    group["lars_exclude"], group["lr"] if group["clip_lr"] else None,
                 )
                 state = self.state[p]
                 buf = state.get("momentum_buffer")
@@ -77,9 +77,11 @@ class LARS(torch.optim.Optimizer):
 
 
 def lars_update(
-    p: Tensor, grad: Tensor, weight_decay: float, trust: float, eps: float, exclude: bool
+    p: Tensor, grad: Tensor, weight_decay: float, trust: float, eps: float, exclude: bool,
+    clip_lr: float | None = None,
 ) -> Tensor:
-    """The LARS direction for one tensor, before momentum and lr."""
+    """The LARS direction for one tensor, before momentum and lr. ``clip_lr``: the step's
+    lr, to clip the ratio to ``min(ratio / lr, 1)`` (solo-learn's ``clip_lars_lr``)."""
     if exclude or p.ndim <= 1:
         return grad
     update = grad.add(p, alpha=weight_decay)
@@ -87,6 +89,8 @@ def lars_update(
     ratio = torch.where(
         (w_norm > 0) & (u_norm > 0), trust * w_norm / (u_norm + eps), torch.ones_like(w_norm)
     )
+    if clip_lr is not None and clip_lr > 0:
+        ratio = (ratio / clip_lr).clamp(max=1.0)
     return update * ratio
 
 
@@ -146,10 +150,11 @@ def build_optimizer(
     trust_coefficient: float,
     betas: tuple[float, float],
     fused: bool = False,
+    clip_lr: bool = False,
 ) -> torch.optim.Optimizer:
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                    trust_coefficient=trust_coefficient)
+                    trust_coefficient=trust_coefficient, clip_lr=clip_lr)
     clean = [{k: v for k, v in g.items() if k != "lars_exclude"} for g in groups]
     if name == "sgd":
         return torch.optim.SGD(clean, lr=lr, momentum=momentum, weight_decay=weight_decay,
