@@ -34,7 +34,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from sslterm.data.augment import BatchAugment
-from sslterm.data.transforms import Views, simclr_view
+from sslterm.data.transforms import Views, multi_view
+from sslterm.data.views import View
 from sslterm.profile.schema import AugmentConfig
 
 SIZE = 32
@@ -137,7 +138,7 @@ def main() -> None:
     images = load_jpegs(args.data, args.n) if args.data else generated_images(args.n)
     source = f"CIFAR-10 JPEGs from {args.data}" if args.data else "generated CIFAR-like images"
     cfg = AugmentConfig()
-    per_sample = PerSample(images, Views(simclr_view(cfg, SIZE, MEAN, STD)))
+    per_sample = PerSample(images, multi_view(cfg, SIZE, MEAN, STD, (View(), View())))
     tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     per_batch = PerBatch(tensor, args.batch, BatchAugment(cfg, SIZE, MEAN, STD))
 

@@ -32,7 +32,8 @@ from sslterm.data.augment import (
     sample_crop_boxes,
     sample_jitter,
 )
-from sslterm.data.transforms import Views, eval_transform, simclr_view
+from sslterm.data.transforms import eval_transform, multi_view, simclr_view
+from sslterm.data.views import View
 from sslterm.profile.schema import AugmentConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -361,7 +362,7 @@ def test_view_statistics_detect_a_different_recipe(reference_stats, wrong: dict)
 @pytest.mark.parametrize("n", [2, 3])
 def test_views_are_picklable_and_independent(n: int) -> None:
     cfg = AugmentConfig(blur=True, crop=False, rotation_p=0.5)
-    views = pickle.loads(pickle.dumps(Views(simclr_view(cfg, 32, MEAN, STD), n)))
+    views = pickle.loads(pickle.dumps(multi_view(cfg, 32, MEAN, STD, (View(),) * n)))
     torch.manual_seed(0)
     drawn = views(to_pil(images(1)[0]))
     assert len(drawn) == n

@@ -12,13 +12,10 @@ import torch
 from runhelpers import SMOKE, events
 
 import sslterm.methods  # noqa: F401  (registers the built-in methods)
-from sslterm.errors import TrainingError
 from sslterm.eval.commands import encoder_state
-from sslterm.methods.base import View
 from sslterm.methods.registry import METHODS
 from sslterm.profile.load import load_profile
 from sslterm.runs.store import RunDir
-from sslterm.train.batches import view_count
 from sslterm.train.engine import Position, Trainer
 from sslterm.train.model import build_model
 from sslterm.train.optim import param_groups
@@ -112,9 +109,3 @@ def test_export_takes_the_methods_eval_encoder_from_a_checkpoint(tmp_path):
     student = t.method.eval_encoder().state_dict()
     assert exported.keys() == student.keys()
     assert all(torch.equal(exported[k], student[k]) for k in student)
-
-
-def test_views_other_than_the_runs_own_are_refused():
-    assert view_count((View(), View(), View())) == 3
-    with pytest.raises(TrainingError, match="image size and augment.crop_scale only"):
-        view_count((View(), View(size=96, scale=(0.05, 0.14))))

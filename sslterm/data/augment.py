@@ -1,9 +1,10 @@
-"""Batched SimCLR augmentation: two views of a whole uint8 batch in a few tensor ops.
+"""Batched SimCLR augmentation: a method's views of a whole uint8 batch in a few tensor ops.
 
 The per-sample torchvision pipeline (``transforms.simclr_view``) is the reference:
 this module draws the same per-sample random parameters, vectorised, and applies
 them to the whole batch, so a GPU-resident dataset never leaves the device and the
-CPU path avoids per-image Python work.
+CPU path avoids per-image Python work. Views may differ in size and crop scale
+(multi-crop): the views of one size and scale are drawn and processed together.
 
 Per view, in the reference's order: random resized crop (a plain resize when
 ``crop`` is off) and horizontal flip, done as one separable bilinear resample (two
@@ -26,6 +27,7 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
+from sslterm.data.views import View, resolve_views, view_config, view_groups
 from sslterm.profile.schema import AugmentConfig
 
 # ITU-R 601-2 luma, as PIL uses; sums to 1 so gray(gray(x)) == gray(x).
@@ -392,17 +394,25 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
 
 
 class BatchAugment(torch.nn.Module):
-    """``views`` independently augmented, normalised float32 views of a uint8 image batch
-    (as many as the method asks for, all of one size)."""
+    """Independently augmented, normalised float32 views of a uint8 image batch: the
+    method's ``views`` in their declared order, each at its own size and crop scale (an
+    int n: n views of the run's ``size`` and ``cfg.crop_scale``).
+
+    Equal views are drawn together, one shuffled batch per (size, scale): two global
+    views cost one pass, and so do any number of local views of one size.
+    """
 
     def __init__(
         self, cfg: AugmentConfig, size: int, mean: Sequence[float], std: Sequence[float],
-        views: int = 2,
+        views: Sequence[View] | int = 2,
     ) -> None:
         super().__init__()
         self.cfg = cfg
         self.size = size
-        self.views = views
+        self.views = resolve_views((View(),) * views if isinstance(views, int) else views,
+                                   size, cfg.crop_scale)
+        self.groups = [(view_config(cfg, v), v.size, slots)
+                       for v, slots in view_groups(self.views).items()]
         scale, bias = _normalizer(mean, std, torch.device("cpu"))
         self.register_buffer("scale", scale, persistent=False)
         self.register_buffer("bias", bias, persistent=False)
@@ -410,28 +420,40 @@ class BatchAugment(torch.nn.Module):
     def forward(
         self, images: torch.Tensor, generator: torch.Generator | None = None
     ) -> list[torch.Tensor]:
-        """images: uint8 [B, 3, H, W] on any device -> ``views`` float32 [B, 3, size, size]
-        there."""
+        """images: uint8 [B, 3, H, W] on any device -> one float32 [B, 3, s_i, s_i] there per
+        view i."""
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(
                 f"expected uint8 images [B, 3, H, W], got {images.dtype} {tuple(images.shape)}"
             )
+        out: dict[int, torch.Tensor] = {}
+        for cfg, size, slots in self.groups:
+            out.update(zip(slots, self._group(images, cfg, size, len(slots), generator),
+                           strict=True))
+        return [out[i] for i in range(len(self.views))]
+
+    def _group(
+        self, images: torch.Tensor, cfg: AugmentConfig, size: int, views: int,
+        generator: torch.Generator | None,
+    ) -> list[torch.Tensor]:
+        """``views`` views of one size and crop scale, drawn as one shuffled views*B batch."""
         batch, _, height, width = images.shape
         dev = images.device
-        params = sample_views(self.cfg, batch, height, width, generator, dev, self.views).to(dev)
-        n = self.views * batch
-        out = torch.empty((n, 3, self.size, self.size), device=dev)
+        params = sample_views(cfg, batch, height, width, generator, dev, views).to(dev)
+        n = views * batch
+        out = torch.empty((n, 3, size, size), device=dev)
         chunk = CPU_CHUNK * torch.get_num_threads() if dev.type == "cpu" else n
         for start in range(0, n, chunk):
             part = params[start : start + chunk]
-            out.index_copy_(0, part.source, self._views(images, part))
+            out.index_copy_(0, part.source, self._views(images, part, cfg, size))
         return list(out.split(batch))
 
-    def _views(self, images: torch.Tensor, params: ViewParams) -> torch.Tensor:
+    def _views(
+        self, images: torch.Tensor, params: ViewParams, cfg: AugmentConfig, size: int
+    ) -> torch.Tensor:
         """Normalised views for one chunk of views (rows of a shuffled views*B batch)."""
-        cfg = self.cfg
         x = images.index_select(0, params.source % images.shape[0]).float()
-        x = resized_crop(x, params.boxes, params.flip, self.size, gain=1 / 255)
+        x = resized_crop(x, params.boxes, params.flip, size, gain=1 / 255)
         if cfg.rotation_p > 0 and cfg.rotation_degrees > 0:
             x = rotate(x, params.angle)
         if cfg.color_strength > 0 and cfg.color_p > 0:
@@ -439,5 +461,5 @@ class BatchAugment(torch.nn.Module):
         if cfg.grayscale_p > 0:
             x = grayscale(x, params.gray)
         if cfg.blur and cfg.blur_p > 0:
-            x = gaussian_blur(x, params.sigma, blur_kernel_size(self.size))
+            x = gaussian_blur(x, params.sigma, blur_kernel_size(size))
         return x.mul_(self.scale.to(x.device)).add_(self.bias.to(x.device))

@@ -14,6 +14,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from sslterm.data.augment import BLUR_SIGMA, blur_kernel_size, jitter_ranges
+from sslterm.data.views import View, resolve_views, view_config
 from sslterm.profile.schema import AugmentConfig
 
 
@@ -59,14 +60,25 @@ def simclr_view(
 
 
 class Views:
-    """Dataset transform returning ``n`` independent draws of ``view``, one per view the
-    method asks for (picklable for workers)."""
+    """Dataset transform returning one independent draw of each pipeline, in order: the views
+    the method asks for (picklable for workers)."""
 
-    def __init__(self, view: Callable[[Image.Image], torch.Tensor], n: int = 2) -> None:
-        self.view, self.n = view, n
+    def __init__(self, pipelines: Sequence[Callable[[Image.Image], torch.Tensor]]) -> None:
+        self.pipelines = tuple(pipelines)
 
     def __call__(self, img: Image.Image) -> list[torch.Tensor]:
-        return [self.view(img) for _ in range(self.n)]
+        return [view(img) for view in self.pipelines]
+
+
+def multi_view(
+    cfg: AugmentConfig, size: int, mean: Sequence[float], std: Sequence[float],
+    views: Sequence[View],
+) -> Views:
+    """The per-sample counterpart of ``BatchAugment(cfg, size, mean, std, views)``: one
+    ``simclr_view`` per view, at its size and crop scale (equal views share a pipeline)."""
+    resolved = resolve_views(views, size, cfg.crop_scale)
+    pipelines = {v: simclr_view(view_config(cfg, v), v.size, mean, std) for v in resolved}
+    return Views([pipelines[v] for v in resolved])
 
 
 def eval_transform(

@@ -2,7 +2,8 @@
 
 Small images come from the uint8 tensor cache and are augmented in batch on the device
 (:class:`BatchAugment`); large ones go through per-sample torchvision transforms in
-DataLoader workers. Either way a batch is as many views as the method asks for.
+DataLoader workers. Either way a batch holds the views the method asks for, in its order,
+each at its own size and crop scale (multi-crop).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from sslterm.data.augment import BatchAugment
 from sslterm.data.datasets import Transformed
 from sslterm.data.registry import Splits
 from sslterm.data.sampler import ShardedBatches, ShardedBatchSampler
-from sslterm.data.transforms import Views, simclr_view
+from sslterm.data.transforms import Views, multi_view
+from sslterm.data.views import View, resolve_views
 from sslterm.errors import TrainingError, UserError
-from sslterm.methods.base import View
 from sslterm.profile.schema import DataConfig, Profile
 
 
@@ -36,23 +37,17 @@ def keep_resident(mode: str, nbytes: int, free_bytes: int) -> bool:
     return mode == "gpu" or nbytes <= free_bytes // 2
 
 
-def view_count(views: Sequence[View]) -> int:
-    """How many views a batch holds. Every view has the run's image size and crop scale in
-    this version; a method asking for others (multi-crop) is refused rather than silently
-    given the same views."""
-    if not views or any(v != View() for v in views):
-        raise TrainingError(f"the method asks for views {list(views)}; this engine makes "
-                            "views of the run's image size and augment.crop_scale only")
-    return len(views)
-
-
 class Batches:
     """This rank's training batches and the fixed validation views, for one run."""
 
-    def __init__(self, p: Profile, splits: Splits, size: int, views: int, sampler: ShardedBatches,
-                 device: torch.device, rank: int,
+    def __init__(self, p: Profile, splits: Splits, size: int, views: Sequence[View],
+                 sampler: ShardedBatches, device: torch.device, rank: int,
                  main_first: Callable[[], AbstractContextManager]) -> None:
-        self.p, self.splits, self.size, self.views = p, splits, size, views
+        self.p, self.splits, self.size = p, splits, size
+        try:  # the method's views with the run's size and crop scale filled in
+            self.views = resolve_views(views, size, p.augment.crop_scale)
+        except ValueError as e:
+            raise TrainingError(f"the method's views: {e}") from None
         self.sampler, self.device = sampler, device
         info, a = splits.info, p.augment
         self.batched = uses_tensor_cache(p.data, info.small)
@@ -71,7 +66,7 @@ class Batches:
             dev = device if self.resident else torch.device("cpu")
             self.train_images = tensors.images.to(dev)
             self.train_labels = tensors.labels.to(dev)
-            self.augment = BatchAugment(a, size, info.mean, info.std, views).to(device)
+            self.augment = BatchAugment(a, size, info.mean, info.std, self.views).to(device)
             self.generator = torch.Generator(device=device)
             self.generator.manual_seed(p.train.seed * 1000 + rank)
         else:
@@ -87,7 +82,7 @@ class Batches:
 
     def _per_sample(self) -> Views:
         info = self.splits.info
-        return Views(simclr_view(self.p.augment, self.size, info.mean, info.std), self.views)
+        return multi_view(self.p.augment, self.size, info.mean, info.std, self.views)
 
     @property
     def path(self) -> str:
