@@ -18,6 +18,18 @@ T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "profiles" / "smoke.toml"
+# A method's smoke run that two processes can reproduce exactly: augmentation off (both see
+# the same views of the same global batches), global-batch BatchNorm, a few LARS steps
+EXACT_METHOD_RUN = [
+    "model.encoder=test_vit", "train.epochs=1", "train.max_steps_per_epoch=4",
+    "train.batch_size=32", "train.optimizer=lars", "train.base_lr=0.3",
+    "train.weight_decay=1e-4", "train.warmup_epochs=0", "model.sync_batchnorm=true",
+    "augment.crop=false", "augment.flip_p=0.0", "augment.color_p=0.0",
+    "augment.grayscale_p=0.0",
+]
+# DINO's 16 px local views (smoke.toml's multi-crop) take the conv test encoder: the ViT runs
+# too (tests/test_dino.py) but its tiny patch grid at 16 px says little
+METHOD_ENCODER = {"dino": ["model.encoder=test_resnet"]}
 
 
 def sslterm(*args: str, cwd: Path, timeout: float = 240, check: bool = False) -> subprocess.CompletedProcess:

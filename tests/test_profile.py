@@ -208,6 +208,16 @@ def test_schema_method_names_are_the_registered_methods():
                 "predictor_hidden_dim": 64, "temperature": 0.2, "momentum_start": 0.99,
                 "momentum_end": 1.0}),
     ("simsiam", {"projector_hidden_dim": 64, "projector_dim": 32, "predictor_hidden_dim": 16}),
+    ("barlowtwins", {"projector_hidden_dim": 64, "projector_dim": 32, "lambda_offdiag": 0.0051,
+                     "scale_loss": 0.1}),
+    ("vicreg", {"projector_hidden_dim": 64, "projector_dim": 32, "invariance_weight": 25.0,
+                "variance_weight": 25.0, "covariance_weight": 1.0}),
+    ("dino", {"projector_hidden_dim": 64, "bottleneck_dim": 32, "output_dim": 64,
+              "norm_last_layer": True, "freeze_last_layer_epochs": 1, "student_temp": 0.1,
+              "teacher_temp": 0.07, "warmup_teacher_temp": 0.04, "warmup_teacher_temp_epochs": 2,
+              "center_momentum": 0.9, "momentum_start": 0.996, "momentum_end": 1.0,
+              "local_crops": 2, "local_size": 16, "local_scale": (0.05, 0.4),
+              "global_scale": (0.4, 1.0)}),
 ])
 def test_method_config_is_the_chosen_methods_section_and_smoke_keeps_all_small(method, section):
     profile = load_profile(ROOT / "profiles/smoke.toml", [f"model.method={method}"])

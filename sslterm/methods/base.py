@@ -8,6 +8,8 @@ A method is an ``nn.Module`` that the engine drives without knowing which one it
   first view and named scalars to log;
 - ``val_metrics(views)`` scores held-out views with this process's batch alone: it runs
   under ``no_grad`` on every rank independently, so it must not call a collective;
+- ``set_progress(step, steps_per_epoch, total_steps)`` runs before each training forward
+  (for a forward that follows the schedule; a no-op by default);
 - ``after_step(step, total_steps)`` runs after each optimizer step (momentum teachers,
   schedules) and returns scalars to log;
 - ``eval_encoder()`` is the backbone that kNN, the linear probe and the export evaluate.
@@ -21,22 +23,13 @@ one forward pass that DDP sees, so checkpoints keep one state dict. Methods neve
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
 
+from sslterm.data.views import View
+from sslterm.methods.gather import all_gather_with_grad
 from sslterm.methods.losses import negative_cosine, view_agreement
-
-
-@dataclass(frozen=True)
-class View:
-    """One augmented view per image: ``size`` in pixels (None: the run's image size) and the
-    crop area range (None: the profile's ``augment.crop_scale``)."""
-
-    size: int | None = None
-    scale: tuple[float, float] | None = None
-
 
 TWO_GLOBAL_VIEWS = (View(), View())
 
@@ -87,6 +80,12 @@ class Method(nn.Module):
         """Batch means of detached 0-d tensors (``loss`` at least), local to this process."""
         raise NotImplementedError
 
+    def set_progress(self, step: int, steps_per_epoch: int, total_steps: int) -> None:
+        """Called before every training forward with the optimizer step about to run
+        (0-based, of ``total_steps``). Methods whose forward follows the schedule (DINO's
+        teacher temperature and frozen last layer) read it here; the engine restores the
+        position on resume, so it needs no state of its own."""
+
     def after_step(self, step: int, total_steps: int) -> dict[str, float]:
         """Called after optimizer step ``step`` (0-based) of ``total_steps``."""
         return {}
@@ -130,3 +129,35 @@ class PredictorMethod(Method):
     def val_metrics(self, views: list[Tensor]) -> dict[str, Tensor]:
         loss, _, z1, z2 = self._loss(views)
         return {"loss": loss.detach(), **view_agreement(z1, z2)}
+
+
+class GlobalBatchMethod(Method):
+    """Two views through encoder and projector, scored by a loss of batch statistics
+    (Barlow Twins, VICReg). Training gathers both views' embeddings from every process (with
+    gradients) and computes the same loss on each, so N processes train like one on the
+    whole batch; validation scores this process's batch alone. Subclasses give the loss
+    (``terms``): ``{"loss": ..., **named detached terms}``."""
+
+    shape_keys = ("projector_hidden_dim", "projector_dim")
+
+    def __init__(self, encoder: nn.Module, projector: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.projector = projector
+
+    def terms(self, z1: Tensor, z2: Tensor) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def _embed(self, views: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        h1 = self.encoder(views[0])
+        return h1, self.projector(h1), self.projector(self.encoder(views[1]))
+
+    def training_step(self, views: list[Tensor]) -> dict[str, Tensor]:
+        h1, z1, z2 = self._embed(views)
+        return {**self.terms(all_gather_with_grad(z1), all_gather_with_grad(z2)), "features": h1}
+
+    def val_metrics(self, views: list[Tensor]) -> dict[str, Tensor]:
+        """The loss and its terms over this process's batch, and the views' agreement."""
+        _, z1, z2 = self._embed(views)
+        out = self.terms(z1, z2)
+        return {**out, "loss": out["loss"].detach(), **view_agreement(z1, z2)}

@@ -64,7 +64,10 @@ def create_encoder(
     import timm
 
     check_encoder_name(name)
-    kwargs = {} if "vit" not in name and "deit" not in name else {"img_size": image_size}
+    # ViTs: position embeddings for the run's size, interpolated for other view sizes
+    # (multi-crop's local views); at the run's own size the output is unchanged
+    is_vit = "vit" in name or "deit" in name
+    kwargs = {"img_size": image_size, "dynamic_img_size": True} if is_vit else {}
     try:
         model = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
     except Exception as exc:  # timm raises many kinds (download, config, size)

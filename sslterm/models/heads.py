@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from torch import nn
+from torch import Tensor, nn
 
 LastNorm = Literal["none", "affine", "plain"]
 
@@ -67,3 +67,55 @@ def mocov3_projector(in_dim: int, hidden_dim: int, out_dim: int, layers: int = 2
 def mocov3_predictor(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
     """MoCo v3's predictor: Linear-BN-ReLU-Linear (no output BatchNorm, as in its code)."""
     return mlp([in_dim, hidden_dim, out_dim])
+
+
+def barlowtwins_projector(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """Barlow Twins' projector: three Linear layers, BatchNorm and ReLU after the two hidden
+    ones, a plain output (the loss standardises it)."""
+    return mlp([in_dim, hidden_dim, hidden_dim, out_dim])
+
+
+def vicreg_projector(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """VICReg's projector ("expander"): the same three-layer shape as Barlow Twins'."""
+    return mlp([in_dim, hidden_dim, hidden_dim, out_dim])
+
+
+class DINOHead(nn.Module):
+    """DINO's head: an MLP (``in -> hidden -> hidden -> bottleneck``, GELU, BatchNorm only if
+    asked, as lightly's ``DINOProjectionHead`` and the paper's code), l2 normalisation, then a
+    weight-normalised bias-free Linear to ``output_dim`` prototypes. With
+    ``norm_last_layer`` its gain stays fixed at 1, so each prototype is a unit vector and
+    the outputs are cosines. The weight norm is torch's parametrization (``weight_g`` is
+    ``parametrizations.weight.original0``, ``weight_v`` is ``original1``)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, bottleneck_dim: int, output_dim: int, *,
+                 batch_norm: bool = False, norm_last_layer: bool = True) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for a, b in ((in_dim, hidden_dim), (hidden_dim, hidden_dim)):
+            layers.append(nn.Linear(a, b, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(b))
+            layers.append(nn.GELU())
+        layers.append(nn.Linear(hidden_dim, bottleneck_dim))
+        self.mlp = nn.Sequential(*layers)
+        for m in self.mlp:  # the paper's init; the last layer keeps Linear's own, as there
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02, a=-2.0, b=2.0)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        last = nn.Linear(bottleneck_dim, output_dim, bias=False)
+        self.last_layer = nn.utils.parametrizations.weight_norm(last)
+        gain = self.last_layer.parametrizations.weight.original0
+        nn.init.ones_(gain)
+        gain.requires_grad_(not norm_last_layer)
+
+    def forward(self, x: Tensor, freeze_last_layer: bool = False) -> Tensor:
+        """``freeze_last_layer`` passes a zero gradient to the last layer (DINO's
+        ``cancel_gradients_last_layer`` in its first epoch): still a gradient, so DDP sees
+        every parameter used, while its prototypes get no learning signal."""
+        weight = self.last_layer.weight
+        if freeze_last_layer:
+            weight = weight.clone()
+            weight.register_hook(lambda grad: grad.new_zeros(grad.shape))
+        return nn.functional.linear(nn.functional.normalize(self.mlp(x), dim=-1), weight)

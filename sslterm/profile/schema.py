@@ -115,13 +115,13 @@ class AugmentConfig(Section):
         return self
 
 
-MethodName = Literal["simclr", "byol", "mocov3", "simsiam"]
+MethodName = Literal["simclr", "byol", "mocov3", "simsiam", "barlowtwins", "vicreg", "dino"]
 
 
 class ModelConfig(Section):
     method: MethodName = Field(
         "simclr", description="Self-supervised method; its settings are in the section of "
-        "the same name ([simclr], [byol], [mocov3], [simsiam])."
+        "the same name ([simclr], [byol], [mocov3], [simsiam], [barlowtwins], [vicreg], [dino])."
     )
     encoder: str = Field("resnet18", min_length=1, description="Any timm model name.")
     pretrained: bool = Field(False, description="Start from timm's pretrained weights.")
@@ -188,7 +188,103 @@ class SimSiamConfig(Section):
     predictor_hidden_dim: int = Field(512, ge=1, description="Predictor bottleneck width.")
 
 
-MethodConfig = SimCLRConfig | BYOLConfig | MoCoV3Config | SimSiamConfig
+class BarlowTwinsConfig(Section):
+    projector_hidden_dim: int = Field(2048, ge=1, description="Projector hidden width (both "
+                                      "hidden layers).")
+    projector_dim: int = Field(2048, ge=1, description="Projector output width: the size of "
+                               "the cross-correlation matrix.")
+    lambda_offdiag: float = Field(
+        0.0051, ge=0.0, description="Weight of the off-diagonal (redundancy) term against the "
+        "on-diagonal (invariance) one (solo-learn's lamb).",
+    )
+    scale_loss: float = Field(
+        0.1, gt=0.0, description="Factor on the whole loss (solo-learn's scale_loss; 0.1 in "
+        "its CIFAR recipe, 0.024 for ImageNet).",
+    )
+
+
+class VICRegConfig(Section):
+    projector_hidden_dim: int = Field(2048, ge=1, description="Projector hidden width (both "
+                                      "hidden layers).")
+    projector_dim: int = Field(2048, ge=1, description="Projector output width.")
+    invariance_weight: float = Field(
+        25.0, ge=0.0, description="Weight of the invariance term (views' mean squared distance)."
+    )
+    variance_weight: float = Field(
+        25.0, ge=0.0, description="Weight of the variance term (hinge on each dimension's std)."
+    )
+    covariance_weight: float = Field(
+        1.0, ge=0.0, description="Weight of the covariance term (off-diagonal covariances)."
+    )
+
+
+class DINOConfig(Section):
+    """DINO; defaults are the paper's (Caron et al. 2021, and its code's main_dino.py)."""
+
+    projector_hidden_dim: int = Field(2048, ge=1, description="Head MLP hidden width.")
+    bottleneck_dim: int = Field(
+        256, ge=1, description="Head MLP output width, l2-normalised before the last layer."
+    )
+    output_dim: int = Field(
+        65536, ge=2, description="Prototypes: width of the weight-normalised last layer, over "
+        "which teacher and student distributions are compared.",
+    )
+    norm_last_layer: bool = Field(
+        True, description="Keep the last layer's weight-norm gain at 1 (unit prototypes): "
+        "more stable; off can train better but may diverge.",
+    )
+    freeze_last_layer_epochs: int = Field(
+        1, ge=0, description="First epochs in which the last layer gets no gradient (stabilises "
+        "the start; raise it if the loss does not fall).",
+    )
+    student_temp: float = Field(0.1, gt=0.0, le=10.0, description="Student softmax temperature.")
+    teacher_temp: float = Field(
+        0.07, gt=0.0, le=10.0, description="Teacher softmax temperature after the warm-up "
+        "(lower = sharper targets).",
+    )
+    warmup_teacher_temp: float = Field(
+        0.04, gt=0.0, le=10.0, description="Teacher temperature at epoch 0, rising linearly to "
+        "teacher_temp.",
+    )
+    warmup_teacher_temp_epochs: int = Field(
+        30, ge=0, description="Epochs of the teacher-temperature warm-up; 0 = none."
+    )
+    center_momentum: float = Field(
+        0.9, ge=0.0, le=1.0, description="EMA momentum of the center subtracted from the "
+        "teacher's outputs (against collapse onto one prototype).",
+    )
+    momentum_start: float = Field(
+        0.996, ge=0.0, le=1.0, description="Teacher EMA momentum at the first step."
+    )
+    momentum_end: float = Field(
+        1.0, ge=0.0, le=1.0, description="Teacher EMA momentum at the last step (cosine schedule)."
+    )
+    local_crops: int = Field(
+        8, ge=0, le=64, description="Multi-crop: small local views per image besides the 2 "
+        "global ones (the student sees all, the teacher the global ones); 0 = none.",
+    )
+    local_size: int = Field(
+        96, ge=1, le=1024, description="Local views' size in pixels (the paper: 96 for 224 px "
+        "images; about 16 for 32 px ones).",
+    )
+    local_scale: tuple[float, float] = Field(
+        (0.05, 0.4), description="Local views' crop area range."
+    )
+    global_scale: tuple[float, float] = Field(
+        (0.4, 1.0), description="Global views' crop area range (replaces augment.crop_scale)."
+    )
+
+    @model_validator(mode="after")
+    def _scales(self) -> DINOConfig:
+        for name in ("local_scale", "global_scale"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi <= 1:
+                raise FieldProblem(f"dino.{name}", f"must be 0 < low <= high <= 1 (got [{lo}, {hi}])")
+        return self
+
+
+MethodConfig = (SimCLRConfig | BYOLConfig | MoCoV3Config | SimSiamConfig | BarlowTwinsConfig
+                | VICRegConfig | DINOConfig)
 METHOD_SECTIONS: tuple[MethodName, ...] = get_args(MethodName)
 # Keys that profiles made before the method sections held in [model] (every existing run
 # directory has them); they still load, into [simclr].
@@ -234,6 +330,10 @@ class TrainConfig(Section):
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="Momentum (LARS, SGD).")
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
     lars_trust_coefficient: float = Field(1e-3, gt=0.0, description="LARS trust coefficient.")
+    lars_clip_lr: bool = Field(
+        False, description="Clip LARS's per-tensor ratio so no step exceeds plain SGD at the "
+        "scheduled lr (solo-learn's clip_lars_lr, on in its CIFAR recipes)."
+    )
     warmup_epochs: float = Field(
         10.0,
         ge=0.0,
@@ -372,6 +472,9 @@ class Profile(Section):
     byol: BYOLConfig = Field(default_factory=BYOLConfig)
     mocov3: MoCoV3Config = Field(default_factory=MoCoV3Config)
     simsiam: SimSiamConfig = Field(default_factory=SimSiamConfig)
+    barlowtwins: BarlowTwinsConfig = Field(default_factory=BarlowTwinsConfig)
+    vicreg: VICRegConfig = Field(default_factory=VICRegConfig)
+    dino: DINOConfig = Field(default_factory=DINOConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
     launch: LaunchConfig = Field(default_factory=LaunchConfig)

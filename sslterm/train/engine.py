@@ -37,6 +37,7 @@ from accelerate.utils import SCALER_NAME, InitProcessGroupKwargs, set_seed
 
 from sslterm.data.registry import Splits, build_splits
 from sslterm.data.sampler import ShardedBatches
+from sslterm.data.views import describe_views
 from sslterm.errors import StopRun, TrainingError, UserError
 from sslterm.methods.base import Method
 from sslterm.models.norm import convert_sync_batchnorm
@@ -46,7 +47,7 @@ from sslterm.runs import checkpoints as ckpt
 from sslterm.runs.events import EventWriter, append_resumed
 from sslterm.runs.store import RunDir, atomic_write_text
 from sslterm.train import trackers
-from sslterm.train.batches import Batches, view_count
+from sslterm.train.batches import Batches
 from sslterm.train.evaluation import (
     COLLECTIVE_TIMEOUT,
     Evaluator,
@@ -175,7 +176,7 @@ class Trainer:
         built = build_model(p, self.size, info.num_classes, pretrained_weights=fresh)
         self.init_weights = built.init_weights
         model, self.feature_dim, self.small_stem = built.model, built.feature_dim, built.small_stem
-        views = view_count(model.views())
+        views = model.views()
         self.device = self.acc.device
         if self.device.type == "cuda":  # as timm's train.py: training shapes are fixed (drop_last)
             torch.backends.cudnn.benchmark = True
@@ -205,7 +206,7 @@ class Trainer:
         opt = build_optimizer(
             t.optimizer, param_groups(model, t.weight_decay, model.online_probe), self.peak_lr,
             momentum=t.momentum, weight_decay=t.weight_decay,
-            trust_coefficient=t.lars_trust_coefficient, betas=t.betas,
+            trust_coefficient=t.lars_trust_coefficient, clip_lr=t.lars_clip_lr, betas=t.betas,
             fused=self.device.type == "cuda",
         )
         self.model, self.opt = self.acc.prepare(model, opt)
@@ -359,6 +360,7 @@ class Trainer:
             small_stem=self.small_stem, start_epoch=pos.epoch, start_step=pos.global_step,
             resumed=resumed, host=socket.gethostname(), pid=os.getpid(),
             init_from=p.model.init_from, init_weights=self.init_weights,
+            launched=self.run.read_status().get("started"),  # before imports, data, model
         )
         self.log(
             f"{p.model.method} with {p.model.encoder} on {p.data.dataset}: "
@@ -366,6 +368,7 @@ class Trainer:
             f"{len(self.splits.test)} test images, "
             f"{self.world} process(es), {self.steps_per_epoch} steps/epoch"
         )
+        self.log(f"views: {describe_views(self.batches.views)}")
         self.log(eval_cost(p.probe, len(self.splits.train), len(self.splits.val),
                            self.feature_dim, self.world))
         try:
@@ -399,6 +402,7 @@ class Trainer:
         for views, y in self.epoch_batches(epoch, pos.step_in_epoch):
             views = [v.contiguous(memory_format=self.memory_format) for v in views]
             with self.acc.accumulate(self.model):
+                self.method.set_progress(pos.global_step, self.steps_per_epoch, self.total_steps)
                 with self.acc.autocast():
                     out = self.model(views, y if t.online_probe else None)
                 self.acc.backward(out["loss"])
