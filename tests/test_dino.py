@@ -11,6 +11,7 @@ import copy
 import pytest
 import timm
 import torch
+from methodhelpers import conv_encoder, seeded_views
 from torch import nn
 
 from sslterm.errors import ProfileError
@@ -35,16 +36,8 @@ CFG = DINOConfig(projector_hidden_dim=24, bottleneck_dim=12, output_dim=40,
 STEPS_PER_EPOCH, STEPS = 2, 3  # steps 0, 1 in epoch 0 (warm-up, frozen last layer), 2 in epoch 1
 
 
-def _encoder() -> nn.Module:
-    """A real conv encoder with BatchNorm, so how views are batched together matters."""
-    return nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten())
-
-
 def _views(step: int, local_crops: int = CFG.local_crops) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(100 + step)
-    return ([torch.randn(8, 3, 10, 10, generator=g) for _ in range(2)]
-            + [torch.randn(8, 3, 6, 6, generator=g) for _ in range(local_crops)])
+    return seeded_views(100 + step, (10, 10) + (6,) * local_crops)
 
 
 def _outputs(seed: int, views: int, dim: int = 40, batch: int = 6) -> list[torch.Tensor]:
@@ -199,7 +192,7 @@ class LightlyDINO(nn.Module):
 
 def test_dino_trains_like_the_lightly_reference():
     torch.manual_seed(0)
-    ours = DINO.create(_encoder(), 8, CFG).train()
+    ours = DINO.create(conv_encoder(), 8, CFG).train()
     theirs = LightlyDINO(ours, CFG).train()
     student = [theirs.student_backbone, theirs.student_head]
     mine = [p for p in ours.parameters() if p.requires_grad]
@@ -247,7 +240,7 @@ def test_views_of_one_size_go_through_the_encoder_together():
     assert by_resolution(views) == [[0, 1], [2, 3, 4]]
     assert by_resolution([views[2], views[0], views[1], views[3]]) == [[0], [1, 2], [3]]
     torch.manual_seed(0)
-    method = DINO.create(_encoder(), 8, CFG).train()
+    method = DINO.create(conv_encoder(), 8, CFG).train()
     seen = []
     method.encoder.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
     method.training_step(views)
@@ -260,7 +253,7 @@ def test_the_last_layer_stays_put_while_frozen_and_learns_after(optimizer):
     they are zero (DDP needs every parameter used), so weight decay and momentum still act
     on ``v``: only along ``v`` itself, which leaves the normalised prototypes unchanged."""
     torch.manual_seed(0)
-    method = DINO.create(_encoder(), 8, CFG).train()
+    method = DINO.create(conv_encoder(), 8, CFG).train()
     opt = build_optimizer(optimizer, param_groups(method, 1e-2), 0.5, momentum=0.9,
                           weight_decay=1e-2, trust_coefficient=1e-3, betas=(0.9, 0.999))
     last = method.head.last_layer
@@ -284,11 +277,11 @@ def test_the_last_layer_stays_put_while_frozen_and_learns_after(optimizer):
 
 # -- the method's contract ----------------------------------------------------------------
 def test_views_plan_is_two_global_views_and_the_local_ones():
-    method = DINO.create(_encoder(), 8, CFG)
+    method = DINO.create(conv_encoder(), 8, CFG)
     views = method.views()
     assert [(v.size, v.scale) for v in views] == (
         [(None, (0.4, 1.0))] * 2 + [(6, (0.05, 0.4))] * 3)
-    none = DINO.create(_encoder(), 8, CFG.model_copy(update={"local_crops": 0}))
+    none = DINO.create(conv_encoder(), 8, CFG.model_copy(update={"local_crops": 0}))
     assert len(none.views()) == 2
     out = none.training_step(_views(0, local_crops=0))  # two global views alone still train
     assert out["loss"].requires_grad
@@ -296,7 +289,7 @@ def test_views_plan_is_two_global_views_and_the_local_ones():
 
 def test_center_and_teacher_are_checkpointed_and_val_metrics_leave_the_center():
     torch.manual_seed(0)
-    method = DINO.create(_encoder(), 8, CFG).train()
+    method = DINO.create(conv_encoder(), 8, CFG).train()
     assert method.eval_encoder() is method.encoder
     assert not any(p.requires_grad for p in method.teacher.parameters())
     method.training_step(_views(0))
@@ -311,7 +304,7 @@ def test_center_and_teacher_are_checkpointed_and_val_metrics_leave_the_center():
     assert all(v.dim() == 0 and not v.requires_grad for v in metrics.values())
     torch.testing.assert_close(metrics["loss"], train_loss)  # same loss, before the update
     method.center.copy_(center)
-    restored = DINO.create(_encoder(), 8, CFG)
+    restored = DINO.create(conv_encoder(), 8, CFG)
     restored.load_state_dict(method.state_dict())
     assert torch.equal(restored.center, center)
     for a, b in zip(restored.teacher.state_dict().values(), method.teacher.state_dict().values(),

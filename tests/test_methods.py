@@ -9,6 +9,7 @@ import copy
 
 import pytest
 import torch
+from methodhelpers import conv_encoder, seeded_views
 from torch import nn
 
 from sslterm.methods.byol import BYOL
@@ -32,15 +33,8 @@ MOCO_CFG = MoCoV3Config(projector_hidden_dim=24, projector_dim=12, projector_lay
 SIMSIAM_CFG = SimSiamConfig(projector_hidden_dim=24, projector_dim=12, predictor_hidden_dim=6)
 
 
-def _encoder() -> nn.Module:
-    """A real conv encoder with BatchNorm, so per-view batch statistics matter."""
-    return nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten())
-
-
 def _views(step: int) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(100 + step)
-    return [torch.randn(8, 3, 10, 10, generator=g) for _ in range(2)]
+    return seeded_views(100 + step)
 
 
 def _copy_into(theirs: nn.Module, ours: nn.Module) -> None:
@@ -197,7 +191,7 @@ def _shared_state(modules: list[nn.Module], skip_affine_out_norm: bool) -> list[
 )
 def test_method_trains_like_the_lightly_reference(cls, config, reference):
     torch.manual_seed(0)
-    ours = cls.create(_encoder(), 8, config).train()
+    ours = cls.create(conv_encoder(), 8, config).train()
     theirs = reference(ours, config).train()
     opt_a = torch.optim.SGD([p for p in ours.parameters() if p.requires_grad], lr=0.5)
     opt_b = torch.optim.SGD(_trainable(theirs.student()), lr=0.5)
@@ -236,7 +230,7 @@ def test_method_trains_like_the_lightly_reference(cls, config, reference):
 @pytest.mark.parametrize("name", ["byol", "mocov3", "simsiam"])
 def test_teacher_is_frozen_and_evaluation_uses_the_student(name):
     config = {"byol": BYOL_CFG, "mocov3": MOCO_CFG, "simsiam": SIMSIAM_CFG}[name]
-    method = get_method(name).create(_encoder(), 8, config)
+    method = get_method(name).create(conv_encoder(), 8, config)
     assert method.eval_encoder() is method.encoder
     teacher = _ours_teacher(method)
     assert all(not p.requires_grad for m in teacher for p in m.parameters())
@@ -254,7 +248,7 @@ def test_teacher_is_frozen_and_evaluation_uses_the_student(name):
 )
 def test_val_metrics_are_the_training_loss_and_detached_scalars(cls, config, names):
     torch.manual_seed(0)
-    method = cls.create(_encoder(), 8, config).eval()
+    method = cls.create(conv_encoder(), 8, config).eval()
     views = _views(0)
     with torch.no_grad():
         metrics = method.val_metrics(views)

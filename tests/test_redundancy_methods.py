@@ -9,6 +9,7 @@ import copy
 import pytest
 import tomlkit
 import torch
+from methodhelpers import conv_encoder, seeded_views
 from torch import nn
 
 from sslterm.methods.barlowtwins import BarlowTwins
@@ -127,15 +128,8 @@ def test_heads_equal_lightly(ours, theirs):
     _same_function(a, b, 32)
 
 
-def _encoder() -> nn.Module:
-    """A real conv encoder with BatchNorm, so per-view batch statistics matter."""
-    return nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten())
-
-
 def _views(step: int) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(200 + step)
-    return [torch.randn(8, 3, 10, 10, generator=g) for _ in range(2)]
+    return seeded_views(200 + step)
 
 
 class LightlyTwins(nn.Module):
@@ -181,7 +175,7 @@ def _vicreg_reference(ours: VICReg) -> LightlyTwins:
 )
 def test_method_trains_like_the_lightly_reference(cls, config, reference, scalars):
     torch.manual_seed(0)
-    ours = cls.create(_encoder(), 8, config).train()
+    ours = cls.create(conv_encoder(), 8, config).train()
     theirs = reference(ours).train()
     opt_a = torch.optim.SGD(ours.parameters(), lr=0.02)
     opt_b = torch.optim.SGD(theirs.parameters(), lr=0.02)
@@ -216,7 +210,7 @@ def test_method_trains_like_the_lightly_reference(cls, config, reference, scalar
 )
 def test_val_metrics_are_the_training_loss_and_its_terms(name, config, scalars):
     torch.manual_seed(0)
-    method = get_method(name).create(_encoder(), 8, config).eval()
+    method = get_method(name).create(conv_encoder(), 8, config).eval()
     assert method.eval_encoder() is method.encoder
     assert {k.split(".")[0] for k in method.state_dict()} == {"encoder", "projector"}
     assert [v.size for v in method.views()] == [None, None]
