@@ -17,3 +17,25 @@ def seeded_views(seed: int, sizes: tuple[int, ...] = (10, 10), batch: int = 8) -
     """One random [batch, 3, s, s] view per size, the same for the same seed."""
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(batch, 3, s, s, generator=g) for s in sizes]
+
+
+def step_alike(ours: nn.Module, theirs: nn.Module, views: list[torch.Tensor],
+               params: tuple[list, list], opts: tuple, **tol: float) -> dict[str, torch.Tensor]:
+    """One training step of our method and of a reference (``loss(views)``, ``backbone``)
+    on the same views: equal loss, view-0 features and every gradient (``params``: ours and
+    theirs, in the same order), then both optimizers step. Returns our method's output."""
+    out = ours(views)
+    ref_loss = theirs.loss(views)
+    torch.testing.assert_close(out["loss"], ref_loss)
+    torch.testing.assert_close(out["features"], theirs.backbone(views[0]))
+    for opt in opts:
+        opt.zero_grad()
+    out["loss"].backward()
+    ref_loss.backward()
+    mine, ref = params
+    assert len(mine) == len(ref)
+    for a, b in zip(mine, ref, strict=True):
+        torch.testing.assert_close(a.grad, b.grad, **tol)
+    for opt in opts:
+        opt.step()
+    return out

@@ -9,7 +9,7 @@ import copy
 
 import pytest
 import torch
-from methodhelpers import conv_encoder, seeded_views
+from methodhelpers import conv_encoder, seeded_views, step_alike
 from torch import nn
 
 from sslterm.methods.byol import BYOL
@@ -196,22 +196,9 @@ def test_method_trains_like_the_lightly_reference(cls, config, reference):
     opt_a = torch.optim.SGD([p for p in ours.parameters() if p.requires_grad], lr=0.5)
     opt_b = torch.optim.SGD(_trainable(theirs.student()), lr=0.5)
     losses = []
+    params = ([p for p in ours.parameters() if p.requires_grad], _trainable(theirs.student()))
     for step in range(STEPS):
-        views = _views(step)
-        out = ours(views)
-        ref_loss = theirs.loss(views)
-        torch.testing.assert_close(out["loss"], ref_loss)
-        torch.testing.assert_close(out["features"], theirs.backbone(views[0]))
-        opt_a.zero_grad()
-        opt_b.zero_grad()
-        out["loss"].backward()
-        ref_loss.backward()
-        mine = [p for p in ours.parameters() if p.requires_grad]
-        assert len(mine) == len(_trainable(theirs.student()))
-        for a, b in zip(mine, _trainable(theirs.student()), strict=True):
-            torch.testing.assert_close(a.grad, b.grad)
-        opt_a.step()
-        opt_b.step()
+        out = step_alike(ours, theirs, _views(step), params, (opt_a, opt_b))
         logged = ours.after_step(step, STEPS)
         m = theirs.momentum_step(step, STEPS, config)
         assert logged == ({} if m is None else {"momentum": pytest.approx(m)})

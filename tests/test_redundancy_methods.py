@@ -9,7 +9,7 @@ import copy
 import pytest
 import tomlkit
 import torch
-from methodhelpers import conv_encoder, seeded_views
+from methodhelpers import conv_encoder, seeded_views, step_alike
 from torch import nn
 
 from sslterm.methods.barlowtwins import BarlowTwins
@@ -180,24 +180,12 @@ def test_method_trains_like_the_lightly_reference(cls, config, reference, scalar
     opt_a = torch.optim.SGD(ours.parameters(), lr=0.02)
     opt_b = torch.optim.SGD(theirs.parameters(), lr=0.02)
     losses = []
+    params = (list(ours.parameters()), list(theirs.parameters()))
     for step in range(STEPS):
-        views = _views(step)
-        out = ours(views)
-        ref_loss = theirs.loss(views)
-        torch.testing.assert_close(out["loss"], ref_loss)
-        torch.testing.assert_close(out["features"], theirs.backbone(views[0]))
+        # gradient tolerance: float32 sums in another order
+        out = step_alike(ours, theirs, _views(step), params, (opt_a, opt_b), rtol=1e-4, atol=1e-5)
         assert set(out) == {"loss", "ssl_loss", "features", *scalars}
         assert all(out[k].dim() == 0 and not out[k].requires_grad for k in scalars)
-        opt_a.zero_grad()
-        opt_b.zero_grad()
-        out["loss"].backward()
-        ref_loss.backward()
-        mine, ref = list(ours.parameters()), list(theirs.parameters())
-        assert len(mine) == len(ref)
-        for a, b in zip(mine, ref, strict=True):  # float32 sums in another order
-            torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
-        opt_a.step()
-        opt_b.step()
         assert ours.after_step(step, STEPS) == {}
         losses.append(out["loss"].item())
     assert losses[0] != losses[-1]
