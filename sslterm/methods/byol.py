@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from torch import Tensor, nn
 
 from sslterm.methods.base import PredictorMethod
-from sslterm.methods.momentum import Teacher, cosine_schedule, update_momentum
+from sslterm.methods.momentum import Teacher
 from sslterm.methods.registry import register_method
 from sslterm.models.heads import byol_head
 
@@ -40,7 +40,5 @@ class BYOL(PredictorMethod):
         return self.teacher(views[0]), self.teacher(views[1])
 
     def after_step(self, step: int, total_steps: int) -> dict[str, float]:
-        m = cosine_schedule(step, total_steps, self.momentum_start, self.momentum_end)
-        update_momentum(self.encoder, self.teacher.encoder, m)
-        update_momentum(self.projector, self.teacher.projector, m)
-        return {"momentum": m}
+        return self.teacher.follow(self.encoder, self.projector, step, total_steps,
+                                   self.momentum_start, self.momentum_end)

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from sslterm.data.views import View
 from sslterm.methods.base import Method
 from sslterm.methods.losses import dino_center, dino_loss, dino_teacher_entropy
-from sslterm.methods.momentum import Teacher, cosine_schedule, update_momentum
+from sslterm.methods.momentum import Teacher
 from sslterm.methods.registry import register_method
 from sslterm.models.heads import DINOHead
 
@@ -122,7 +122,5 @@ class DINO(Method):
         return {"loss": loss.detach(), "teacher_entropy": dino_teacher_entropy(teacher, self.center, temp)}
 
     def after_step(self, step: int, total_steps: int) -> dict[str, float]:
-        m = cosine_schedule(step, total_steps, self.c.momentum_start, self.c.momentum_end)
-        update_momentum(self.encoder, self.teacher.encoder, m)
-        update_momentum(self.head, self.teacher.projector, m)
-        return {"momentum": m}
+        return self.teacher.follow(self.encoder, self.head, step, total_steps,
+                                   self.c.momentum_start, self.c.momentum_end)

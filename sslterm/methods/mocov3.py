@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from sslterm.methods.base import Method
 from sslterm.methods.gather import all_gather_with_grad, rank_and_world
 from sslterm.methods.losses import float32, moco_infonce
-from sslterm.methods.momentum import Teacher, cosine_schedule, update_momentum
+from sslterm.methods.momentum import Teacher
 from sslterm.methods.registry import register_method
 from sslterm.models.heads import mocov3_predictor, mocov3_projector
 
@@ -74,10 +74,8 @@ class MoCoV3(Method):
         return {"loss": loss.detach(), "top1": (key_top1(q1, k2) + key_top1(q2, k1)) / 2}
 
     def after_step(self, step: int, total_steps: int) -> dict[str, float]:
-        m = cosine_schedule(step, total_steps, self.momentum_start, self.momentum_end)
-        update_momentum(self.encoder, self.teacher.encoder, m)
-        update_momentum(self.projector, self.teacher.projector, m)
-        return {"momentum": m}
+        return self.teacher.follow(self.encoder, self.projector, step, total_steps,
+                                   self.momentum_start, self.momentum_end)
 
 
 @torch.no_grad()

@@ -46,3 +46,13 @@ class Teacher(nn.Module):
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
         return self.projector(self.encoder(x))
+
+    def follow(self, encoder: nn.Module, projector: nn.Module, step: int, total_steps: int,
+               start: float, end: float) -> dict[str, float]:
+        """After optimizer step ``step``: move towards the student's ``encoder`` and
+        ``projector`` with the momentum of the cosine schedule ``start -> end``; returns it
+        as the scalar to log."""
+        m = cosine_schedule(step, total_steps, start, end)
+        update_momentum(encoder, self.encoder, m)
+        update_momentum(projector, self.projector, m)
+        return {"momentum": m}
