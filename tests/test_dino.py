@@ -102,9 +102,9 @@ def test_teacher_entropy_tells_uniform_and_one_hot_collapse_from_a_spread_teache
 
 
 # -- head ---------------------------------------------------------------------------------
-def _lightly_head(ours: DINOHead, norm_last_layer: bool) -> nn.Module:
+def _lightly_head(ours: DINOHead, norm_last_layer: bool, batch_norm: bool = False) -> nn.Module:
     """lightly's head with our weights: mlp.* -> layers.*, weight-norm g/v in the same order."""
-    theirs = lightly_heads.DINOProjectionHead(8, 24, 12, 40, batch_norm=False,
+    theirs = lightly_heads.DINOProjectionHead(8, 24, 12, 40, batch_norm=batch_norm,
                                               norm_last_layer=norm_last_layer)
     keys = list(theirs.state_dict())
     assert keys[-2:] == ["last_layer.weight_g", "last_layer.weight_v"]
@@ -112,11 +112,12 @@ def _lightly_head(ours: DINOHead, norm_last_layer: bool) -> nn.Module:
     return theirs
 
 
+@pytest.mark.parametrize("batch_norm", [False, True])
 @pytest.mark.parametrize("norm_last_layer", [True, False])
-def test_head_equals_lightlys_on_copied_weights(norm_last_layer):
+def test_head_equals_lightlys_on_copied_weights(norm_last_layer, batch_norm):
     torch.manual_seed(0)
-    ours = DINOHead(8, 24, 12, 40, norm_last_layer=norm_last_layer)
-    theirs = _lightly_head(ours, norm_last_layer)
+    ours = DINOHead(8, 24, 12, 40, batch_norm=batch_norm, norm_last_layer=norm_last_layer)
+    theirs = _lightly_head(ours, norm_last_layer, batch_norm)
     assert [p.requires_grad for p in ours.parameters()] == [
         p.requires_grad for p in theirs.parameters()]
     gain = ours.last_layer.parametrizations.weight.original0
@@ -131,7 +132,11 @@ def test_head_equals_lightlys_on_copied_weights(norm_last_layer):
              if a.requires_grad]
     for a, b in pairs:
         torch.testing.assert_close(a.grad, b.grad)
-    assert len(pairs) == 8 - norm_last_layer  # 3 Linear weight+bias, v, and g unless fixed
+    # 3 Linear weights, their biases (only the last one's with BatchNorm, then 2 BatchNorm
+    # weight+bias pairs), v, and g unless fixed
+    assert len(pairs) == (10 if batch_norm else 8) - norm_last_layer
+    for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)  # BatchNorm's running statistics moved alike
     if norm_last_layer:  # unit prototypes: outputs are cosines
         assert y_ours.abs().max() <= 1 + 1e-6
 
@@ -165,11 +170,11 @@ class LightlyDINO(nn.Module):
     def __init__(self, ours: DINO, c: DINOConfig) -> None:
         super().__init__()
         self.student_backbone = copy.deepcopy(ours.encoder)
-        self.student_head = _lightly_head(ours.head, c.norm_last_layer)
+        self.student_head = _lightly_head(ours.head, c.norm_last_layer, c.head_batch_norm)
         self.student_head.freeze_last_layer = c.freeze_last_layer_epochs
         self.teacher_backbone = copy.deepcopy(self.student_backbone)
         # a second copy, not a deepcopy: the deprecated weight_norm holds a computed weight
-        self.teacher_head = _lightly_head(ours.head, c.norm_last_layer)
+        self.teacher_head = _lightly_head(ours.head, c.norm_last_layer, c.head_batch_norm)
         deactivate_requires_grad(self.teacher_backbone)
         deactivate_requires_grad(self.teacher_head)
         self.criterion = DINOLoss(c.output_dim, warmup_teacher_temp=c.warmup_teacher_temp,
@@ -190,10 +195,13 @@ class LightlyDINO(nn.Module):
         return m
 
 
-def test_dino_trains_like_the_lightly_reference():
+@pytest.mark.parametrize("head_batch_norm", [False, True])
+def test_dino_trains_like_the_lightly_reference(head_batch_norm):
     torch.manual_seed(0)
-    ours = DINO.create(conv_encoder(), 8, CFG).train()
-    theirs = LightlyDINO(ours, CFG).train()
+    cfg = CFG.model_copy(update={"head_batch_norm": head_batch_norm})
+    ours = DINO.create(conv_encoder(), 8, cfg).train()
+    assert any(isinstance(m, nn.BatchNorm1d) for m in ours.head.modules()) == head_batch_norm
+    theirs = LightlyDINO(ours, cfg).train()
     student = [theirs.student_backbone, theirs.student_head]
     mine = [p for p in ours.parameters() if p.requires_grad]
     reference = [p for m in student for p in m.parameters() if p.requires_grad]
@@ -221,7 +229,7 @@ def test_dino_trains_like_the_lightly_reference():
         opt_a.step()
         opt_b.step()
         assert ours.after_step(step, STEPS) == {
-            "momentum": pytest.approx(theirs.momentum_step(step, STEPS, CFG))}
+            "momentum": pytest.approx(theirs.momentum_step(step, STEPS, cfg))}
         torch.testing.assert_close(ours.center, theirs.criterion.center.flatten())
         for a, b in zip([*ours.teacher.encoder.state_dict().values(),
                          *ours.teacher.projector.state_dict().values()],

@@ -73,7 +73,14 @@ def write(tmp_path, text):
     ("[train]\nbatch_size = 1\n", [], "{p}:2: train.batch_size: must be >= 2 (got 1)"),
     ("[data]\ndataset = \"cifar11\"\n", [],
      "{p}:2: data.dataset: must be one of 'cifar10', 'cifar100', 'svhn', 'imagenet', "
-     "'imagenet50', 'imagenet100', 'imagenet200', 'imagefolder' or 'synthetic' (got 'cifar11')"),
+     "'imagenet50', 'imagenet100', 'imagenet200', 'imagefolder' or 'synthetic' (got 'cifar11'); "
+     "did you mean 'cifar10'?"),
+    ("", ["model.method=moco"],
+     "<command line>: model.method: must be one of 'simclr', 'byol', 'mocov3', 'simsiam', "
+     "'barlowtwins', 'vicreg' or 'dino' (got 'moco'); did you mean 'mocov3'?"),
+    ("[model]\nmethod = \"swav\"\n", [],
+     "{p}:2: model.method: must be one of 'simclr', 'byol', 'mocov3', 'simsiam', "
+     "'barlowtwins', 'vicreg' or 'dino' (got 'swav')"),
     ("[model\nencoder = 1\n", [], "{p}:1: TOML syntax error: Expected ']' at the end of a table declaration"),
     ("[train]\nepochs = \"ten\"\n", [],
      "{p}:2: train.epochs: must be a whole number (got 'ten')"),
@@ -213,8 +220,8 @@ def test_schema_method_names_are_the_registered_methods():
     ("vicreg", {"projector_hidden_dim": 64, "projector_dim": 32, "invariance_weight": 25.0,
                 "variance_weight": 25.0, "covariance_weight": 1.0}),
     ("dino", {"projector_hidden_dim": 64, "bottleneck_dim": 32, "output_dim": 64,
-              "norm_last_layer": True, "freeze_last_layer_epochs": 1, "student_temp": 0.1,
-              "teacher_temp": 0.07, "warmup_teacher_temp": 0.04, "warmup_teacher_temp_epochs": 2,
+              "norm_last_layer": True, "head_batch_norm": False, "freeze_last_layer_epochs": 1,
+              "student_temp": 0.1, "teacher_temp": 0.07, "warmup_teacher_temp": 0.04, "warmup_teacher_temp_epochs": 2,
               "center_momentum": 0.9, "momentum_start": 0.996, "momentum_end": 1.0,
               "local_crops": 2, "local_size": 16, "local_scale": (0.05, 0.4),
               "global_scale": (0.4, 1.0)}),

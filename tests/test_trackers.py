@@ -40,12 +40,12 @@ def test_the_profile_as_config_is_what_tensorboard_takes(tmp_path):
 @pytest.mark.parametrize(("text", "overrides", "expected"), [
     ("[launch]\nlog_with = ['tensorbord']\n", [],
      "p.toml:2: launch.log_with: must be one of 'tensorboard', 'wandb' or 'mlflow' "
-     "(got 'tensorbord')"),
+     "(got 'tensorbord'); did you mean 'tensorboard'?"),
     ("[launch]\nlog_with = ['tensorboard', 'tensorboard']\n", [],
      "p.toml:2: launch.log_with: names 'tensorboard' twice"),
     ("", ["launch.log_with=tensorboard,tensorbord"],
      "<command line>: launch.log_with: must be one of 'tensorboard', 'wandb' or 'mlflow' "
-     "(got 'tensorbord')"),
+     "(got 'tensorbord'); did you mean 'tensorboard'?"),
 ])
 def test_bad_tracker_lists_are_one_line_errors(text, overrides, expected):
     with pytest.raises(ProfileError) as err:

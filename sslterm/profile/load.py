@@ -160,6 +160,10 @@ def _describe(err: dict[str, Any]) -> tuple[str, str]:
         kind in _SECTION and isinstance(shown, list))
     if not hidden and "input" in err:
         msg = f"{msg} (got {_shown(err['input'])})"
+    if kind == "literal_error" and isinstance(shown, str):
+        expected = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
+        close = difflib.get_close_matches(shown, expected, n=1, cutoff=0.6)
+        msg += f"; did you mean '{close[0]}'?" if close else ""
     return ".".join(loc), msg
 
 

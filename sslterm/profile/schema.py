@@ -233,6 +233,11 @@ class DINOConfig(Section):
         True, description="Keep the last layer's weight-norm gain at 1 (unit prototypes): "
         "more stable; off can train better but may diverge.",
     )
+    head_batch_norm: bool = Field(
+        False, description="BatchNorm after the head's hidden layers (the paper's use_bn_in_head, "
+        "off for ViTs; lightly's and solo-learn's ResNet option): batch statistics keep a "
+        "ResNet's similar early features apart, so the teacher leaves its uniform start.",
+    )
     freeze_last_layer_epochs: int = Field(
         1, ge=0, description="First epochs in which the last layer gets no gradient (stabilises "
         "the start; raise it if the loss does not fall).",
