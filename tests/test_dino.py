@@ -324,11 +324,25 @@ def test_center_and_teacher_are_checkpointed_and_val_metrics_leave_the_center():
     ("dino.local_scale=[0.5, 0.2]", "dino.local_scale: must be 0 < low <= high <= 1 (got [0.5, 0.2])"),
     ("dino.global_scale=[0.4, 1.5]", "dino.global_scale: must be 0 < low <= high <= 1 (got [0.4, 1.5])"),
     ("dino.output_dim=1", "dino.output_dim: must be >= 2 (got 1)"),
+    ("dino.local_size=96", "dino.local_size: must be <= the training image size, 32 px (got 96); "
+                           "about half of it, e.g. 16 for 32 px images"),
+    ("data.image_size=8", "data.image_size: must be >= dino.local_size = 16 (got 8); "
+                          "lower dino.local_size too"),
 ])
 def test_bad_dino_settings_are_one_line_errors(override, message):
     with pytest.raises(ProfileError) as info:
         load_profile("profiles/smoke.toml", ["model.method=dino", override])
     assert str(info.value) == f"<command line>: {message}"
+
+
+@pytest.mark.parametrize("overrides", [
+    ["model.method=simclr", "dino.local_size=96"],  # another method's section is not checked
+    ["model.method=dino", "dino.local_size=96", "dino.local_crops=0"],  # no local views
+    ["model.method=dino", "dino.local_size=96", "data.dataset=imagenet", "data.image_size=0"],
+    ["model.method=dino", "dino.local_size=32"],  # as large as the image: allowed
+])
+def test_local_size_is_only_checked_where_it_makes_local_views_of_a_known_size(overrides):
+    assert load_profile("profiles/smoke.toml", overrides).dino.local_size in (32, 96)
 
 
 def test_a_vit_student_takes_local_views_of_another_size():

@@ -49,6 +49,10 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+SMALL_DATASET_SIZE = {"cifar10": 32, "cifar100": 32, "svhn": 32, "synthetic": 32}
+"""Image sizes known without reading the data (data.image_size = 0 keeps them)."""
+
+
 class DataConfig(Section):
     dataset: DatasetName = Field("cifar10", description="Dataset to train on.")
     root: str = Field(
@@ -235,8 +239,8 @@ class DINOConfig(Section):
     )
     head_batch_norm: bool = Field(
         False, description="BatchNorm after the head's hidden layers (the paper's use_bn_in_head, "
-        "off for ViTs; lightly's and solo-learn's ResNet option): batch statistics keep a "
-        "ResNet's similar early features apart, so the teacher leaves its uniform start.",
+        "off for ViTs; an option for ResNets in lightly and solo-learn): batch statistics "
+        "spread a young ResNet's similar features apart.",
     )
     freeze_last_layer_epochs: int = Field(
         1, ge=0, description="First epochs in which the last layer gets no gradient (stabilises "
@@ -489,6 +493,21 @@ class Profile(Section):
     def _legacy(cls, data: Any) -> Any:
         return move_legacy_keys(data) if isinstance(data, dict) else data
 
+    def _dino_local_size(self) -> None:
+        """Local views are DINO's small crops: a local_size above the image size (the
+        paper's 96 px left on 32 px CIFAR images) would upsample them, silently."""
+        size = self.data.image_size or SMALL_DATASET_SIZE.get(self.data.dataset, 0)
+        dino = self.dino
+        if self.model.method != "dino" or not dino.local_crops or not size or dino.local_size <= size:
+            return
+        raise FieldProblem(
+            "dino.local_size",
+            f"must be <= the training image size, {size} px (got {dino.local_size}); about "
+            f"half of it, e.g. 16 for 32 px images",
+            {"data.image_size": f"must be >= dino.local_size = {dino.local_size} "
+                                f"(got {size}); lower dino.local_size too"},
+        )
+
     def method_config(self) -> MethodConfig:
         """The chosen method's own section (``[simclr]`` for ``model.method = "simclr"``)."""
         return getattr(self, self.model.method)
@@ -507,6 +526,7 @@ class Profile(Section):
             )
         if self.data.dataset.startswith("imagenet") and self.data.augment == "gpu":
             raise FieldProblem("data.augment", "'gpu' needs a small-image dataset, not ImageNet")
+        self._dino_local_size()
         if self.train.compile and self.model.sync_batchnorm:
             raise FieldProblem(  # SyncBatchNorm's collectives under torch.compile: known PyTorch bugs
                 "train.compile", "cannot be combined with model.sync_batchnorm; turn one off",
