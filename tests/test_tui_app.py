@@ -474,6 +474,13 @@ async def test_open_picker_new_from_shipped_and_by_path(
         await pilot.press("tab", *str(other), "enter")  # or any path
         await wait_until(pilot, lambda: composer.path == other)
         assert composer.text == other.read_text()
+        mine = Path("my-cifar.toml")
+        mine.write_text("[train]\nepochs = 9\n")
+        await pilot.press("ctrl+o")
+        await wait_until(pilot, lambda: "Open a profile" in screen_text(app))
+        await pilot.press(*str(mine), "enter")  # typed with the list focused: a path, 'c' too
+        await wait_until(pilot, lambda: composer.path == mine)
+        assert composer.text == mine.read_text()
 
 
 # -- charts, state line, log pane, table, footer (issue 11 items 5-8) ---------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -87,6 +87,18 @@ class ProfilePicker(ModalScreen[tuple[Path, bool] | None]):
     def on_mount(self) -> None:
         if not self.profiles:
             self.query_one("#path", Input).focus()
+
+    def on_key(self, event: events.Key) -> None:
+        """Typing a path while the list has focus types it into the path field; only 'c'
+        (new from the highlighted profile) is a key of the list."""
+        path = self.query_one("#path", Input)
+        if path.has_focus or not event.is_printable or event.character in (None, "c", " "):
+            return
+        path.select_on_focus = False  # or the next key would replace this one
+        path.focus()
+        path.insert_text_at_cursor(event.character)
+        event.stop()
+        event.prevent_default()
 
     def action_pick(self, copy: bool) -> None:
         typed = self.query_one("#path", Input)
