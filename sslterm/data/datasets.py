@@ -34,7 +34,7 @@ from sslterm.data.registry import (
 )
 from sslterm.data.subsets import scan_class_list
 from sslterm.errors import UserError
-from sslterm.profile.schema import DataConfig
+from sslterm.profile.schema import SMALL_DATASET_SIZE, DataConfig
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
@@ -168,7 +168,7 @@ def _cifar(
         cfg.download,
     )
     return Source(
-        DatasetInfo(name, classes, cfg.image_size or 32, mean, std, small=True),
+        DatasetInfo(name, classes, cfg.image_size or SMALL_DATASET_SIZE[name], mean, std, small=True),
         opened["train"],
         opened["test"],
         root,
@@ -201,7 +201,8 @@ def svhn(cfg: DataConfig, seed: int) -> Source:
         lambda s, dl: SVHN(str(root), split=s, download=dl),
         cfg.download,
     )
-    info = DatasetInfo("svhn", 10, cfg.image_size or 32, SVHN_MEAN, SVHN_STD, small=True)
+    info = DatasetInfo("svhn", 10, cfg.image_size or SMALL_DATASET_SIZE["svhn"], SVHN_MEAN,
+                       SVHN_STD, small=True)
 
     def decode(split: OfficialSplit) -> ImageTensors:
         ds = opened[split]  # data is already uint8 [N,3,32,32]
@@ -400,7 +401,7 @@ for _n in (50, 100, 200):
 @register_dataset("synthetic", check=lambda cfg: None)  # generating cannot fail
 def synthetic(cfg: DataConfig, seed: int) -> Source:
     """Generated images for smoke runs and tests: ``synthetic_size`` train, a quarter as many test."""
-    size, classes = cfg.image_size or 32, cfg.synthetic_classes
+    size, classes = cfg.image_size or SMALL_DATASET_SIZE["synthetic"], cfg.synthetic_classes
     counts = {"train": cfg.synthetic_size, "test": max(cfg.synthetic_size // 4, classes)}
     data = {s: generate_synthetic(counts[s], classes, size, seed, s) for s in SPLITS}
     sample = data["train"].images[:4096].float().div_(255)  # labels are shuffled: representative

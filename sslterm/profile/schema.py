@@ -50,7 +50,8 @@ class Section(BaseModel):
 
 
 SMALL_DATASET_SIZE = {"cifar10": 32, "cifar100": 32, "svhn": 32, "synthetic": 32}
-"""Image sizes known without reading the data (data.image_size = 0 keeps them)."""
+"""The datasets' own image sizes, known without reading the data (data.image_size = 0
+keeps them): the dataset builders use them, and so do the profile's checks."""
 
 
 class DataConfig(Section):
