@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from sslterm.data.sampler import ShardedBatches, ShardedBatchSampler
+from sslterm.data.streams import stream_seed
 from sslterm.errors import UserError
 
 
@@ -63,10 +64,17 @@ def test_a_dataset_smaller_than_one_global_batch_is_a_user_error():
         ShardedBatches(50, 4, 2, 2, seed=0)
 
 
+class _Indexed(TensorDataset):
+    """Items are the sampler's ``(index, seed)`` pairs."""
+
+    def __getitem__(self, item):
+        return super().__getitem__(item[0])
+
+
 def test_batch_sampler_gives_the_same_batches_through_a_dataloader():
-    data = TensorDataset(torch.arange(40) * 10)
+    data = _Indexed(torch.arange(40) * 10)
     reference = ShardedBatches(40, 4, 1, 2, seed=9)
-    sampler = ShardedBatchSampler(reference)
+    sampler = ShardedBatchSampler(reference, seed=9)
     loader = DataLoader(data, batch_sampler=sampler)
     assert len(loader) == len(reference) == 5
     for epoch in (0, 1):
@@ -79,10 +87,40 @@ def test_batch_sampler_gives_the_same_batches_through_a_dataloader():
 
 def test_batch_sampler_window_cuts_steps_for_a_cap_and_a_resume():
     reference = ShardedBatches(40, 4, 0, 2, seed=3)
-    sampler = ShardedBatchSampler(reference)
+    sampler = ShardedBatchSampler(reference, seed=3)
     sampler.set_epoch(2, start=1, stop=4)
     assert len(sampler) == 3
     want = [b.tolist() for b in reference.epoch(2)[1:4]]
-    assert list(sampler) == want
+    resumed = list(sampler)
+    assert [[i for i, _ in batch] for batch in resumed] == want
+    sampler.set_epoch(2)  # the whole epoch: a window's seeds are the whole epoch's
+    assert list(sampler)[1:4] == resumed
     sampler.set_epoch(2, start=5)
     assert len(sampler) == 0 and list(sampler) == []
+
+
+def test_every_image_of_every_rank_gets_its_own_stream():
+    """Seeds differ across ranks, slots, micro-batches and epochs; the same names give the
+    same seed (a shared seed per rank gave every rank the same crops)."""
+    seeds = []
+    for rank in (0, 1):
+        sampler = ShardedBatchSampler(ShardedBatches(64, 4, rank, 2, seed=5), seed=5)
+        for epoch in (0, 1):
+            sampler.set_epoch(epoch)
+            seeds += [seed for batch in sampler for _, seed in batch]
+    assert len(seeds) == 2 * 2 * 64 // 2 and len(set(seeds)) == len(seeds)
+    again = ShardedBatchSampler(ShardedBatches(64, 4, 1, 2, seed=5), seed=5)
+    again.set_epoch(1)
+    assert [s for b in again for _, s in b] == seeds[-32:]
+    other_run = ShardedBatchSampler(ShardedBatches(64, 4, 1, 2, seed=6), seed=6)
+    other_run.set_epoch(1)
+    assert not {s for b in other_run for _, s in b} & set(seeds)
+
+
+def test_stream_seeds_are_deterministic_and_fit_a_torch_generator():
+    assert stream_seed(0, 1, 2) == stream_seed(0, 1, 2) != stream_seed(0, 2, 1)
+    grid = {stream_seed(s, r, e, m) for s in range(4) for r in range(8) for e in range(4)
+            for m in range(16)}
+    assert len(grid) == 4 * 8 * 4 * 16
+    assert all(0 <= s < 2**63 for s in grid)
+    torch.Generator().manual_seed(max(grid))

@@ -80,6 +80,19 @@ class Transformed(Dataset):
         return self.transform(image), label
 
 
+class Seeded(Transformed):
+    """``Transformed`` whose items are ``(index, seed)``: the transform draws from a CPU
+    stream seeded with ``seed`` (torchvision's transforms take torch's global generator,
+    which is forked, so the caller's random state is left as it was)."""
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[object, int]:  # type: ignore[override]
+        index, seed = item
+        image, label = self.dataset[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(image), label
+
+
 def _root(cfg: DataConfig) -> Path:
     return Path(cfg.root).expanduser().absolute()
 

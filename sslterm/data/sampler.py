@@ -19,6 +19,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
+from sslterm.data.streams import stream_seed
 from sslterm.errors import UserError
 
 
@@ -68,8 +69,12 @@ class ShardedBatches:
         ]
 
 
-class ShardedBatchSampler(Sampler[list[int]]):
-    """The batches of a ``ShardedBatches``, as a DataLoader ``batch_sampler``.
+class ShardedBatchSampler(Sampler[list[tuple[int, int]]]):
+    """The batches of a ``ShardedBatches``, as a DataLoader ``batch_sampler``: each item is
+    ``(index, seed)``, the seed of that image's augmentation stream
+    (:func:`sslterm.data.streams.stream_seed` of the run's seed, the rank, the epoch, the
+    micro-batch and the slot in it), so a worker draws the same views for it however
+    the batches are spread over workers, and a resumed run draws what the whole run would.
 
     Call ``set_epoch(e)`` before iterating each epoch (as with DistributedSampler),
     optionally with a ``[start, stop)`` window of steps (a step cap, a mid-epoch
@@ -77,8 +82,8 @@ class ShardedBatchSampler(Sampler[list[int]]):
     workers too.
     """
 
-    def __init__(self, batches: ShardedBatches) -> None:
-        self.batches = batches
+    def __init__(self, batches: ShardedBatches, seed: int) -> None:
+        self.batches, self.seed = batches, seed
         self.window = (0, 0, None)
 
     def set_epoch(self, epoch: int, start: int = 0, stop: int | None = None) -> None:
@@ -88,7 +93,10 @@ class ShardedBatchSampler(Sampler[list[int]]):
         _, start, stop = self.window
         return len(range(len(self.batches))[start:stop])
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         epoch, start, stop = self.window
-        for batch in self.batches.epoch(epoch)[start:stop]:
-            yield batch.tolist()
+        first = start or 0
+        rank = self.batches.rank
+        for micro, batch in enumerate(self.batches.epoch(epoch)[start:stop], first):
+            yield [(index, stream_seed(self.seed, rank, epoch, micro, slot))
+                   for slot, index in enumerate(batch.tolist())]

@@ -15,9 +15,10 @@ import torch
 from torch import Tensor
 
 from sslterm.data.augment import BatchAugment
-from sslterm.data.datasets import Transformed
+from sslterm.data.datasets import Seeded, Transformed
 from sslterm.data.registry import Splits
 from sslterm.data.sampler import ShardedBatches, ShardedBatchSampler
+from sslterm.data.streams import stream_seed
 from sslterm.data.transforms import Views, multi_view
 from sslterm.data.views import View, resolve_views
 from sslterm.errors import TrainingError, UserError
@@ -48,7 +49,7 @@ class Batches:
             self.views = resolve_views(views, size, p.augment.crop_scale)
         except ValueError as e:
             raise TrainingError(f"the method's views: {e}") from None
-        self.sampler, self.device = sampler, device
+        self.sampler, self.device, self.rank = sampler, device, rank
         info, a = splits.info, p.augment
         self.batched = uses_tensor_cache(p.data, info.small)
         self.resident = True
@@ -68,12 +69,11 @@ class Batches:
             self.train_labels = tensors.labels.to(dev)
             self.augment = BatchAugment(a, size, info.mean, info.std, self.views).to(device)
             self.generator = torch.Generator(device=device)
-            self.generator.manual_seed(p.train.seed * 1000 + rank)
         else:
-            self.batch_sampler = ShardedBatchSampler(sampler)
+            self.batch_sampler = ShardedBatchSampler(sampler, p.train.seed)
             workers = p.data.num_workers
             self.loader = torch.utils.data.DataLoader(
-                Transformed(splits.train, self._per_sample()),
+                Seeded(splits.train, self._per_sample()),
                 batch_sampler=self.batch_sampler,
                 num_workers=workers,
                 persistent_workers=workers > 0,
@@ -97,7 +97,11 @@ class Batches:
         """Micro-batches ``start:stop`` of ``epoch``: (views on the device, labels)."""
         dev = self.device
         if self.batched:
-            for idx in self.sampler.epoch(epoch)[start:stop]:
+            seed, rank = self.p.train.seed, self.rank
+            for micro, idx in enumerate(self.sampler.epoch(epoch)[start:stop], start):
+                # this rank's stream for this micro-batch (sslterm.data.streams): a resume
+                # draws what the uninterrupted run drew
+                self.generator.manual_seed(stream_seed(seed, rank, epoch, micro))
                 idx = idx.to(self.train_images.device, non_blocking=True)
                 imgs = self.train_images[idx].to(dev, non_blocking=True)
                 yield (self.augment(imgs, generator=self.generator),

@@ -17,6 +17,7 @@ unless set (docs/events.md lists them); ``Trainer.faults`` holds them.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import math
 import os
@@ -327,6 +328,16 @@ class Trainer:
             self.acc.scaler = scaler
         match_param_layout(self.opt)
 
+    def record_views(self, epoch: int, micro: int, views: list[torch.Tensor]) -> None:
+        """Test hook: a digest of every view this rank trains on, one line per micro-batch
+        in ``views-rank<R>.jsonl``, so tests can compare the augmentation streams of ranks
+        and of resumed runs."""
+        digests = [[hashlib.sha1(v[i].float().cpu().numpy().tobytes()).hexdigest()[:16]
+                    for v in views] for i in range(len(views[0]))]
+        line = json.dumps({"epoch": epoch, "micro": micro, "views": digests})
+        with open(self.run.path / f"views-rank{self.rank}.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
     def fault_after_step(self, step: int) -> None:
         """Test hooks after an optimizer step (module docstring); only when one is set."""
         f = self.faults
@@ -399,7 +410,11 @@ class Trainer:
         probe_correct = torch.zeros((), device=self.device, dtype=torch.long)
         micro_done = 0
         scalars: dict[str, float] = {}
+        micro = pos.step_in_epoch * t.accumulate
         for views, y in self.epoch_batches(epoch, pos.step_in_epoch):
+            if self.faults.get("VIEW_DIGESTS"):
+                self.record_views(epoch, micro, views)
+            micro += 1
             views = [v.contiguous(memory_format=self.memory_format) for v in views]
             with self.acc.accumulate(self.model):
                 self.method.set_progress(pos.global_step, self.steps_per_epoch, self.total_steps)
