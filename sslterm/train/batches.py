@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from sslterm.data.augment import BatchAugment
+from sslterm.data.cache import ImageRows, ImageTensors
 from sslterm.data.datasets import Transformed
 from sslterm.data.registry import Splits
 from sslterm.data.sampler import ShardedBatches, ShardedBatchSampler
@@ -51,21 +52,20 @@ class Batches:
         self.sampler, self.device = sampler, device
         info, a = splits.info, p.augment
         self.batched = uses_tensor_cache(p.data, info.small)
-        self.resident = True
+        self.resident = False
         if self.batched:
-            with main_first():  # decode once; the other ranks read the cache
-                tensors = splits.tensors("train")
+            with main_first():  # decode once; the other ranks map the cache
+                rows = splits.tensors("train")
             if device.type == "cuda":
-                free, nbytes = torch.cuda.mem_get_info(device)[0], tensors.images.nbytes
+                free, nbytes = torch.cuda.mem_get_info(device)[0], rows.nbytes
                 if p.data.augment == "gpu" and nbytes > free:
                     raise UserError(
                         f"data.augment: 'gpu' keeps the {nbytes / 2**30:.1f} GiB of cached "
                         f"images on the GPU, which has {free / 2**30:.1f} GiB free; use 'auto'"
                     )
                 self.resident = keep_resident(p.data.augment, nbytes, free)
-            dev = device if self.resident else torch.device("cpu")
-            self.train_images = tensors.images.to(dev)
-            self.train_labels = tensors.labels.to(dev)
+            # on the GPU a copy of the rows; on the host the mapped cache, gathered per batch
+            self.train: ImageTensors | ImageRows = rows.to(device) if self.resident else rows
             self.augment = BatchAugment(a, size, info.mean, info.std, self.views).to(device)
             self.generator = torch.Generator(device=device)
             self.generator.manual_seed(p.train.seed * 1000 + rank)
@@ -97,11 +97,12 @@ class Batches:
         """Micro-batches ``start:stop`` of ``epoch``: (views on the device, labels)."""
         dev = self.device
         if self.batched:
+            data = self.train
             for idx in self.sampler.epoch(epoch)[start:stop]:
-                idx = idx.to(self.train_images.device, non_blocking=True)
-                imgs = self.train_images[idx].to(dev, non_blocking=True)
+                idx = idx.to(data.labels.device, non_blocking=True)
+                imgs = data.take(idx).to(dev, non_blocking=True)
                 yield (self.augment(imgs, generator=self.generator),
-                       self.train_labels[idx].to(dev, non_blocking=True))
+                       data.labels[idx].to(dev, non_blocking=True))
         else:
             self.batch_sampler.set_epoch(epoch, start, stop)
             for views, y in self.loader:
@@ -116,7 +117,7 @@ class Batches:
             gen = torch.Generator(device=self.device).manual_seed(seed)
             for chunk in idx.split(batch_size):
                 if len(chunk) >= 2:
-                    yield self.augment(data.images[chunk].to(self.device), generator=gen)
+                    yield self.augment(data.take(chunk).to(self.device), generator=gen)
             return
         dataset = torch.utils.data.Subset(Transformed(self.splits.val, self._per_sample()),
                                           idx.tolist())
