@@ -110,7 +110,9 @@ class Batches:
 
     def val_views(self, idx: Tensor, batch_size: int) -> Iterator[list[Tensor]]:
         """Views of the held-out images ``idx`` in batches of at least 2, the same at every
-        validation (a fixed seed)."""
+        validation (a fixed seed), made one batch at a time. The per-sample path draws in
+        ``data.num_workers`` workers, each image's views fixed by (seed, its index), so they do
+        not depend on the workers, the batches or the ranks."""
         seed = self.p.train.seed + 7
         if self.batched:
             data = self.splits.tensors("val")
@@ -119,10 +121,37 @@ class Batches:
                 if len(chunk) >= 2:
                     yield self.augment(data.take(chunk).to(self.device), generator=gen)
             return
-        dataset = torch.utils.data.Subset(Transformed(self.splits.val, self._per_sample()),
-                                          idx.tolist())
-        with torch.random.fork_rng(devices=[]):  # the transforms use the CPU generator alone
-            torch.default_generator.manual_seed(seed)
-            for views, _ in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
-                if len(views[0]) >= 2:
-                    yield [v.to(self.device) for v in views]
+        items = SeededItems(Transformed(self.splits.val, self._per_sample()), seed)
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(items, idx.tolist()), batch_size=batch_size,
+            num_workers=self.p.data.num_workers, pin_memory=self.device.type == "cuda",
+        )
+        for views, _ in loader:
+            if len(views[0]) >= 2:
+                batch = [v.to(self.device, non_blocking=True) for v in views]
+                del views  # on the CPU, ``batch`` is ``views``: hold it in one name only
+                yield batch
+                del batch
+
+
+def item_seed(seed: int, index: int) -> int:
+    """The CPU generator's seed for item ``index``: torch keeps only a seed's low 32 bits, and
+    an odd multiplier keeps the items' seeds distinct within them."""
+    return (seed + index * 0x9E3779B9) & 0xFFFFFFFF
+
+
+class SeededItems(torch.utils.data.Dataset):
+    """Item ``i`` of ``dataset`` drawn with the CPU generator seeded by :func:`item_seed`, the
+    only generator torchvision's transforms use: the same random views of an image in any
+    worker, batch or rank."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> object:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(item_seed(self.seed, index))
+            return self.dataset[index]
