@@ -325,6 +325,7 @@ def test_two_ranks_share_one_mapped_copy_of_the_cache(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     for rank in range(2):
         record = json.loads((out / f"rank{rank}.json").read_text())
+        print(f"rank {rank}: {record}")  # with -s: the figures of benchmarks/RESULTS.md
         size = record["cache_bytes"] / 1024
         assert record["anon_growth_kib"] < size / 4, record  # no private copy (before: ~2)
         assert record["cache_rss_kib"] > 0.95 * size, record  # every page read, mapped ...
