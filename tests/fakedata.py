@@ -27,12 +27,18 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io
+import torch
 from PIL import Image
 from torchvision.datasets import CIFAR10, CIFAR100, SVHN
 
 CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
 ]  # fmt: skip
+
+
+def all_images(rows) -> torch.Tensor:
+    """Every image of ``Splits.tensors(...)`` (rows gathered from the cache), for comparing."""
+    return rows.take(torch.arange(len(rows)))
 
 
 @dataclass

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fakedata import trust_fake_files as trust
 from fakedata import (
+    all_images,
     write_cifar10,
     write_cifar100,
     write_class_list,
@@ -20,6 +20,7 @@ from fakedata import (
     write_imagenet,
     write_svhn,
 )
+from fakedata import trust_fake_files as trust
 from torchvision.datasets import CIFAR10, CIFAR100, SVHN
 
 from sslterm.data import subsets
@@ -95,9 +96,9 @@ def test_torchvision_formats_round_trip(tmp_path, monkeypatch, name):
     assert label == fake.train_labels[row]
 
     train, test = splits.tensors("train"), splits.tensors("test")
-    np.testing.assert_array_equal(train.images.numpy(), fake.train_images[splits.train_indices])
+    np.testing.assert_array_equal(all_images(train).numpy(), fake.train_images[splits.train_indices])
     np.testing.assert_array_equal(train.labels.numpy(), fake.train_labels[splits.train_indices])
-    np.testing.assert_array_equal(test.images.numpy(), fake.test_images)
+    np.testing.assert_array_equal(all_images(test).numpy(), fake.test_images)
     np.testing.assert_array_equal(test.labels.numpy(), fake.test_labels)
 
 
@@ -187,10 +188,10 @@ def test_image_folder_png_round_trip(tmp_path):
     assert splits.test.classes == ["cat", "dog", "fox"]
 
     test = splits.tensors("test")
-    np.testing.assert_array_equal(test.images.numpy(), fake.test_images)
+    np.testing.assert_array_equal(all_images(test).numpy(), fake.test_images)
     np.testing.assert_array_equal(test.labels.numpy(), fake.test_labels)
     val = splits.tensors("val")
-    np.testing.assert_array_equal(val.images.numpy(), fake.train_images[splits.val_indices])
+    np.testing.assert_array_equal(all_images(val).numpy(), fake.train_images[splits.val_indices])
     image, label = splits.train[0]
     row = int(splits.train_indices[0])
     np.testing.assert_array_equal(chw(image), fake.train_images[row])
@@ -202,8 +203,8 @@ def test_image_folder_val_dir_jpeg_and_requested_size(tmp_path):
     splits = build_splits(data(tmp_path, "imagefolder", image_size=48), seed=0)
     assert splits.info.image_size == 48  # what the model sees ...
     test = splits.tensors("test")
-    assert test.images.shape == (3, 3, 24, 24)  # ... while the cache keeps the stored size
-    error = (test.images.float() - torch.from_numpy(fake.test_images).float()).abs().mean()
+    assert all_images(test).shape == (3, 3, 24, 24)  # ... while the cache keeps the stored size
+    error = (all_images(test).float() - torch.from_numpy(fake.test_images).float()).abs().mean()
     assert error < 20  # JPEG is lossy, but it is the same picture
 
 
@@ -212,7 +213,7 @@ def test_image_folder_fits_other_sizes_into_the_first_ones(tmp_path):
     write_image_folder(tmp_path / "big", classes=("cat",), n_train=1, n_test=1, size=40)
     (tmp_path / "big/train/cat/0000.png").rename(tmp_path / "train/cat/0099.png")
     train = build_splits(data(tmp_path, "imagefolder", val_fraction=0), seed=0).tensors("train")
-    assert train.images.shape == (7, 3, 16, 16)
+    assert all_images(train).shape == (7, 3, 16, 16)
 
 
 def test_image_folder_of_large_images_is_not_cached(tmp_path):
@@ -334,10 +335,10 @@ def test_an_edited_packaged_list_is_refused(tmp_path, monkeypatch):
 def test_synthetic_is_deterministic_and_balanced(tmp_path):
     cfg = data(tmp_path, "synthetic", synthetic_size=96, synthetic_classes=3, cache=False)
     a, b = build_splits(cfg, seed=5), build_splits(cfg, seed=5)
-    assert torch.equal(a.tensors("train").images, b.tensors("train").images)
-    assert torch.equal(a.tensors("test").images, b.tensors("test").images)
-    other = build_splits(cfg, seed=6).tensors("test").images
-    assert not torch.equal(a.tensors("test").images, other)
+    assert torch.equal(all_images(a.tensors("train")), all_images(b.tensors("train")))
+    assert torch.equal(all_images(a.tensors("test")), all_images(b.tensors("test")))
+    other = all_images(build_splits(cfg, seed=6).tensors("test"))
+    assert not torch.equal(all_images(a.tensors("test")), other)
 
     assert a.info.num_classes == 3 and a.info.image_size == 32 and a.info.small
     assert len(a.train) + len(a.val) == 96 and len(a.test) == 24
@@ -347,7 +348,7 @@ def test_synthetic_is_deterministic_and_balanced(tmp_path):
     assert image.mode == "RGB" and image.size == (32, 32) and 0 <= label < 3
 
     big = build_splits(data(tmp_path, "synthetic", image_size=48, cache=False), seed=0)
-    assert big.tensors("test").images.shape[-2:] == (48, 48)
+    assert all_images(big.tensors("test")).shape[-2:] == (48, 48)
 
 
 def test_synthetic_classes_are_learnable():
@@ -380,7 +381,7 @@ def test_registry_adds_datasets_and_rejects_unknown_ones(tmp_path):
     try:
         cfg = data(tmp_path, "synthetic").model_copy(update={"dataset": "tiny-test-set"})
         splits = build_splits(cfg, seed=0)
-        assert torch.equal(splits.tensors("test").images, tiny.images)
+        assert torch.equal(all_images(splits.tensors("test")), tiny.images)
         with pytest.raises(ValueError, match="already registered"):
             register_dataset("tiny-test-set")(build)
     finally:

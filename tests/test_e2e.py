@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+from fakedata import all_images
 from runhelpers import SMOKE, events, only_run, sslterm, state, wait_for
 from safetensors.torch import load_file
 
@@ -118,7 +119,7 @@ def test_features_export_loads_into_timm_and_probe_reads_it(exported):
     splits = build_splits(profile.data, profile.train.seed)
     test = splits.tensors("test")
     with torch.inference_mode():
-        again = model(normalize(test.images, meta["mean"], meta["std"]))
+        again = model(normalize(all_images(test), meta["mean"], meta["std"]))
     assert torch.allclose(again, feats["test_features"], atol=1e-5)
     assert torch.equal(test.labels, feats["test_labels"])
 

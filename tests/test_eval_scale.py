@@ -34,6 +34,12 @@ def test_eval_cost_names_the_capped_sizes() -> None:
     assert "wait up to 2 h" in line
 
 
+def test_val_max_images_is_all_or_at_least_a_batch_of_two() -> None:
+    assert ProbeConfig().val_max_images == 0 and ProbeConfig(val_max_images=2).val_max_images == 2
+    with pytest.raises(ValueError, match="must be 0 \\(all\\) or at least 2"):
+        ProbeConfig(val_max_images=1)
+
+
 def test_without_a_process_group_nothing_is_sent() -> None:
     g = torch.Generator().manual_seed(0)
     bank, queries = torch.randn(50, 4, generator=g), torch.randn(9, 4, generator=g)

@@ -8,6 +8,10 @@ parameters for synthetic data), so a changed source gets a new file and an
 unchanged one is reused. Files are written to a temp name and ``os.replace``-d,
 so a reader (or a second rank building the same file) never sees half a file.
 When the data root is not writable the cache goes to ``$XDG_CACHE_HOME/sslterm``.
+
+A cache file is memory-mapped, not read: its images stay in the page cache, one copy per
+node however many ranks train from it, and a split's rows are indexed (:class:`ImageRows`)
+and gathered per batch instead of copied.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -26,7 +31,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 log = logging.getLogger(__name__)
@@ -57,9 +61,46 @@ class ImageTensors:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, indices: torch.Tensor) -> ImageTensors:
-        """The rows at ``indices`` (a copy)."""
-        return ImageTensors(self.images[indices], self.labels[indices])
+    def take(self, at: torch.Tensor) -> torch.Tensor:
+        """The images at ``at``: a copy of those rows alone."""
+        return self.images[at]
+
+    def rows(self, indices: torch.Tensor) -> ImageRows:
+        """The rows at ``indices``, indexed rather than copied (see :class:`ImageRows`)."""
+        return ImageRows(self, indices)
+
+
+class ImageRows:
+    """Rows ``indices`` of ``source``, gathered batch by batch and never copied whole, so a
+    split of a memory-mapped cache stays the one copy in the page cache however many ranks
+    and evaluation passes read it. ``labels`` (small) are copied; ``take`` gathers images.
+    """
+
+    def __init__(self, source: ImageTensors, indices: torch.Tensor) -> None:
+        self.source, self.indices = source, indices
+        self.labels = source.labels[indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the rows' images take once copied (e.g. to a GPU)."""
+        return len(self) * math.prod(self.source.images.shape[1:])
+
+    def take(self, at: torch.Tensor) -> torch.Tensor:
+        """uint8 [len(at),3,H,W]: the images at positions ``at`` of these rows."""
+        return self.source.images[self.indices[at]]
+
+    def to(self, device: torch.device, chunk_bytes: int = 64 << 20) -> ImageTensors:
+        """All the rows copied onto ``device`` a chunk at a time, so the host never holds a
+        second full copy on the way (the GPU-resident training images)."""
+        images = self.source.images
+        out = torch.empty((len(self), *images.shape[1:]), dtype=torch.uint8, device=device)
+        step = max(1, chunk_bytes // max(1, math.prod(images.shape[1:])))
+        for start in range(0, len(self), step):
+            out[start:start + step] = images[self.indices[start:start + step]].to(device)
+        return ImageTensors(out, self.labels.to(device))
 
 
 def file_fingerprint(paths: Iterable[str | os.PathLike[str]]) -> list[list[object]]:
@@ -106,9 +147,9 @@ def load_or_build(
     for directory in cache_dirs(root):
         if _try_save(directory, filename, tensors):
             _remove_stale(directory, name, keep=filename)
-            break
-    else:
-        log.warning("could not write tensor cache %s; using it from memory only", filename)
+            # the builder maps the file too: its decoded copy is freed, as on the other ranks
+            return _try_load(directory / filename) or tensors
+    log.warning("could not write tensor cache %s; using it from memory only", filename)
     return tensors
 
 
@@ -137,9 +178,31 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def load_tensors(path: Path) -> ImageTensors:
-    """Read a cache file in one read."""
-    data = load_safetensors(path.read_bytes())
-    return ImageTensors(data["images"], data["labels"])
+    """Map a cache file: the images are a view of the file's pages (copy-on-write, so the
+    file never changes), shared through the page cache by every process that maps it; the
+    small labels are copied. Raises ``ValueError`` for a file that is not a whole cache."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little")
+        if len(head) < 8 or n > size - 8:
+            raise ValueError(f"{size} bytes cannot hold a safetensors header of {n}")
+        header = json.loads(f.read(n))
+    if header.get("__metadata__", {}).get("format") != "sslterm-image-cache":
+        raise ValueError("not an sslterm image cache")
+    data = torch.from_file(os.fspath(path), shared=False, size=size, dtype=torch.uint8)
+
+    def tensor(name: str, dtype: torch.dtype, code: str) -> torch.Tensor:
+        entry = header[name]
+        begin, end = (8 + n + offset for offset in entry["data_offsets"])
+        shape = [int(d) for d in entry["shape"]]
+        fits = 8 + n <= begin and end <= size and end - begin == math.prod(shape) * dtype.itemsize
+        if entry["dtype"] != code or not fits:
+            raise ValueError(f"{name}: {entry} does not fit the file ({size} bytes)")
+        raw = data[begin:end]
+        return raw.view(shape) if dtype == torch.uint8 else raw.clone().view(dtype).view(shape)
+
+    return ImageTensors(tensor("images", torch.uint8, "U8"), tensor("labels", torch.int64, "I64"))
 
 
 def _try_load(path: Path) -> ImageTensors | None:

@@ -38,7 +38,7 @@ def eval_batches(
     if use_tensors:
         data = splits.tensors(split)
         for chunk in indices.split(batch_size):
-            x = normalize(data.images[chunk].to(device), info.mean, info.std)
+            x = normalize(data.take(chunk).to(device), info.mean, info.std)
             if x.shape[-2:] != (size, size):
                 x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
                                   align_corners=False)

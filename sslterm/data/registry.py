@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from torch.utils.data import Dataset, Subset
 
-from sslterm.data.cache import ImageTensors, load_or_build
+from sslterm.data.cache import ImageRows, ImageTensors, load_or_build
 from sslterm.errors import UserError, unknown_name
 from sslterm.profile.schema import DataConfig
 
@@ -28,6 +28,7 @@ __all__ = [
     "CHECKS",
     "DATASETS",
     "DatasetInfo",
+    "ImageRows",
     "ImageTensors",
     "Source",
     "Splits",
@@ -109,7 +110,8 @@ class Splits:
     training set) and the official ``test`` split. Items are ``(PIL RGB image, int label)``.
 
     ``train_indices`` / ``val_indices`` index the full training set, i.e. the rows of
-    ``tensors("train")`` are ``full[train_indices]``.
+    ``tensors("train")`` are ``full[train_indices]``: indexed into the one (memory-mapped)
+    full split, never copied out of it.
     """
 
     def __init__(self, source: Source, seed: int, val_fraction: float, cache: bool = True) -> None:
@@ -122,8 +124,9 @@ class Splits:
         self.val: Dataset = Subset(source.train, self.val_indices.tolist())
         self.test: Dataset = source.test
 
-    def tensors(self, split: Split) -> ImageTensors:
-        """Decoded uint8 images + labels of ``split`` via the tensor cache (small datasets only).
+    def tensors(self, split: Split) -> ImageRows:
+        """Decoded uint8 images + labels of ``split`` via the tensor cache (small datasets only):
+        rows of the official split's cached tensors, gathered per batch (:class:`ImageRows`).
 
         Images keep the dataset's stored size (32 px for CIFAR/SVHN; the first image's size
         for image folders); resizing to ``info.image_size`` is the augmentation's job. With
@@ -137,9 +140,10 @@ class Splits:
                 f"({self.info.image_size} px); use data.augment = 'cpu'"
             )
         if split == "test":
-            return self._official("test")
+            test = self._official("test")
+            return test.rows(torch.arange(len(test)))
         indices = self.train_indices if split == "train" else self.val_indices
-        return self._official("train").subset(indices)
+        return self._official("train").rows(indices)
 
     def _official(self, split: OfficialSplit) -> ImageTensors:
         if split not in self._full:

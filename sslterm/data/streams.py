@@ -27,7 +27,9 @@ def _mix(x: int) -> int:
 
 def stream_seed(*keys: int) -> int:
     """A 63-bit seed (what ``torch.Generator.manual_seed`` takes) for the stream named by
-    ``keys``, e.g. ``(seed, rank, epoch, micro_batch)``; deterministic across processes."""
+    ``keys``, e.g. ``(seed, rank, epoch, micro_batch)``; deterministic across processes.
+    torch's CPU generator keeps only the low 32 bits of a seed: splitmix's low bits are as
+    well mixed as its high ones, so the streams stay unrelated there too."""
     h = 0
     for key in keys:
         h = _mix(h ^ (key & _MASK))

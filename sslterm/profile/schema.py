@@ -404,6 +404,18 @@ class ProbeConfig(Section):
     knn_max_queries: int = Field(
         0, ge=0, description="kNN queries: at most this many held-out images (a fixed random subset); 0 = all."
     )
+    val_max_images: int = Field(
+        0, ge=0, description="SSL validation: at most this many held-out images scored (a fixed "
+        "random subset, within the kNN queries' when no larger); 0 = all."
+    )
+
+    @field_validator("val_max_images")
+    @classmethod
+    def _a_batch_of_two(cls, value: int) -> int:
+        if value == 1:
+            raise FieldProblem("probe.val_max_images", "must be 0 (all) or at least 2: "
+                               "validation scores batches of two or more images")
+        return value
 
 
 # Experiment trackers (Accelerate's); each is its own package and sslterm extra of that name.

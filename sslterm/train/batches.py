@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from sslterm.data.augment import BatchAugment
-from sslterm.data.datasets import Seeded, Transformed
+from sslterm.data.cache import ImageRows, ImageTensors
+from sslterm.data.datasets import Seeded
 from sslterm.data.registry import Splits
 from sslterm.data.sampler import ShardedBatches, ShardedBatchSampler
 from sslterm.data.streams import stream_seed
@@ -52,21 +53,20 @@ class Batches:
         self.sampler, self.device, self.rank = sampler, device, rank
         info, a = splits.info, p.augment
         self.batched = uses_tensor_cache(p.data, info.small)
-        self.resident = True
+        self.resident = False
         if self.batched:
-            with main_first():  # decode once; the other ranks read the cache
-                tensors = splits.tensors("train")
+            with main_first():  # decode once; the other ranks map the cache
+                rows = splits.tensors("train")
             if device.type == "cuda":
-                free, nbytes = torch.cuda.mem_get_info(device)[0], tensors.images.nbytes
+                free, nbytes = torch.cuda.mem_get_info(device)[0], rows.nbytes
                 if p.data.augment == "gpu" and nbytes > free:
                     raise UserError(
                         f"data.augment: 'gpu' keeps the {nbytes / 2**30:.1f} GiB of cached "
                         f"images on the GPU, which has {free / 2**30:.1f} GiB free; use 'auto'"
                     )
                 self.resident = keep_resident(p.data.augment, nbytes, free)
-            dev = device if self.resident else torch.device("cpu")
-            self.train_images = tensors.images.to(dev)
-            self.train_labels = tensors.labels.to(dev)
+            # on the GPU a copy of the rows; on the host the mapped cache, gathered per batch
+            self.train: ImageTensors | ImageRows = rows.to(device) if self.resident else rows
             self.augment = BatchAugment(a, size, info.mean, info.std, self.views).to(device)
             self.generator = torch.Generator(device=device)
         else:
@@ -97,15 +97,15 @@ class Batches:
         """Micro-batches ``start:stop`` of ``epoch``: (views on the device, labels)."""
         dev = self.device
         if self.batched:
-            seed, rank = self.p.train.seed, self.rank
+            data, seed, rank = self.train, self.p.train.seed, self.rank
             for micro, idx in enumerate(self.sampler.epoch(epoch)[start:stop], start):
                 # this rank's stream for this micro-batch (sslterm.data.streams): a resume
                 # draws what the uninterrupted run drew
                 self.generator.manual_seed(stream_seed(seed, rank, epoch, micro))
-                idx = idx.to(self.train_images.device, non_blocking=True)
-                imgs = self.train_images[idx].to(dev, non_blocking=True)
+                idx = idx.to(data.labels.device, non_blocking=True)
+                imgs = data.take(idx).to(dev, non_blocking=True)
                 yield (self.augment(imgs, generator=self.generator),
-                       self.train_labels[idx].to(dev, non_blocking=True))
+                       data.labels[idx].to(dev, non_blocking=True))
         else:
             self.batch_sampler.set_epoch(epoch, start, stop)
             for views, y in self.loader:
@@ -113,19 +113,26 @@ class Batches:
 
     def val_views(self, idx: Tensor, batch_size: int) -> Iterator[list[Tensor]]:
         """Views of the held-out images ``idx`` in batches of at least 2, the same at every
-        validation (a fixed seed)."""
+        validation (a fixed seed), made one batch at a time. The per-sample path draws in
+        ``data.num_workers`` workers, each image's views fixed by (seed, its index), so they do
+        not depend on the workers, the batches or the ranks."""
         seed = self.p.train.seed + 7
         if self.batched:
             data = self.splits.tensors("val")
             gen = torch.Generator(device=self.device).manual_seed(seed)
             for chunk in idx.split(batch_size):
                 if len(chunk) >= 2:
-                    yield self.augment(data.images[chunk].to(self.device), generator=gen)
+                    yield self.augment(data.take(chunk).to(self.device), generator=gen)
             return
-        dataset = torch.utils.data.Subset(Transformed(self.splits.val, self._per_sample()),
-                                          idx.tolist())
-        with torch.random.fork_rng(devices=[]):  # the transforms use the CPU generator alone
-            torch.default_generator.manual_seed(seed)
-            for views, _ in torch.utils.data.DataLoader(dataset, batch_size=batch_size):
-                if len(views[0]) >= 2:
-                    yield [v.to(self.device) for v in views]
+        # each held-out image its own stream, named by its index alone
+        keys = [(i, stream_seed(seed, i)) for i in idx.tolist()]
+        loader = torch.utils.data.DataLoader(
+            Seeded(self.splits.val, self._per_sample()), sampler=keys, batch_size=batch_size,
+            num_workers=self.p.data.num_workers, pin_memory=self.device.type == "cuda",
+        )
+        for views, _ in loader:
+            if len(views[0]) >= 2:
+                batch = [v.to(self.device, non_blocking=True) for v in views]
+                del views  # on the CPU, ``batch`` is ``views``: hold it in one name only
+                yield batch
+                del batch

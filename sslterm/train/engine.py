@@ -53,6 +53,7 @@ from sslterm.train.evaluation import (
     COLLECTIVE_TIMEOUT,
     Evaluator,
     eval_cost,
+    eval_rows,
     shard,
     sync_batchnorm,
 )
@@ -487,26 +488,35 @@ class Trainer:
 
     @torch.no_grad()
     def val_metrics(self) -> dict[str, float]:
-        """The method's ``val_metrics`` on the held-out split, image-weighted means over all
-        ranks, in one reduce of a fixed, sorted key list. A rank whose shard makes no batch
-        of two scores two images at weight 0, so it still knows the keys."""
+        """The method's ``val_metrics`` on the held-out split (at most ``probe.val_max_images``
+        of it), image-weighted means over all ranks, in one reduce of a fixed, sorted key list.
+        Scored batch by batch into running sums, so one batch of views is held at a time
+        however large the split. A rank whose shard makes no batch of two scores two images
+        at weight 0, so it still knows the keys."""
         n = len(self.splits.val)
         if n < 2:
             return {}
-        method = self.method
-        idx = torch.unique_consecutive(shard(n, self.rank, self.world))  # no padded repeats
-        batches = [(views, float(len(views[0])))
-                   for views in self.val_views(idx, min(self.per_rank, len(idx)))]
-        if not batches:
-            batches = [(views, 0.0) for views in self.val_views(torch.arange(2), 2)]
+        # the kNN queries' seed: a cap no larger than probe.knn_max_queries scores their images
+        rows = eval_rows(n, self.p.probe.val_max_images, self.p.train.seed + 1)
+        idx = rows[torch.unique_consecutive(shard(len(rows), self.rank, self.world))]  # unpadded
         sums: dict[str, torch.Tensor] = {}
-        for views, weight in batches:
+
+        def score(views: list[torch.Tensor], weight: float) -> None:
             with self.acc.autocast():
-                metrics = method.val_metrics(views)
+                metrics = self.method.val_metrics(views)
             for name, value in metrics.items():
                 sums[name] = sums.get(name, 0.0) + value.detach().float() * weight
+
+        images = 0
+        for views in self.val_views(idx, min(self.per_rank, len(idx))):
+            score(views, float(len(views[0])))
+            images += len(views[0])
+            del views  # before the next batch is made
+        if not images:
+            for views in self.val_views(torch.arange(2), 2):
+                score(views, 0.0)
         keys = sorted(sums)
-        weight = torch.tensor(sum(w for _, w in batches), device=self.device)
+        weight = torch.tensor(float(images), device=self.device)
         totals = self.acc.reduce(torch.stack([*(sums[k] for k in keys), weight]), "sum")
         if totals[-1] <= 0:
             return {}
