@@ -183,7 +183,8 @@ def sample_jitter(
         [_uniform((n,), lo, hi, generator, dev) for lo, hi in jitter_ranges(strength)], dim=1
     )
     applied = sample_bernoulli(n, p, generator, dev)
-    identity = torch.tensor([1.0, 1.0, 1.0, 0.0], device=dev)
+    identity = torch.ones(4, device=dev)  # (1, 1, 1, 0), made on the device: no host copy
+    identity[HUE] = 0.0
     factors = torch.where(applied[:, None], factors, identity)
 
     others = _rand((n, 3), generator, dev).argsort(dim=1)  # random order of B, C, S
@@ -239,7 +240,8 @@ def sample_views(
     if cfg.crop:
         boxes = sample_crop_boxes(n, height, width, cfg.crop_scale, cfg.crop_ratio, generator, dev)
     else:
-        boxes = torch.tensor([0, 0, height, width], device=dev).expand(n, 4)
+        zero = torch.zeros(n, dtype=torch.long, device=dev)  # made on the device: no host copy
+        boxes = torch.stack((zero, zero, zero + height, zero + width), dim=1)
     return ViewParams(
         source=torch.randperm(n, generator=generator, device=dev),
         boxes=boxes,
@@ -320,7 +322,7 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     is_b = ~(is_r | is_g)
     hue = (g - b) * is_r + (b - r + 2 * span) * is_g + (r - g + 4 * span) * is_b
     hue = hue.div_(span.clamp(min=1e-12)).add_(6 * shift.view(-1, 1, 1)).remainder_(6)
-    centres = torch.tensor([0.0, 2.0, 4.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    centres = torch.arange(0.0, 6.0, 2.0, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     level = (hue.unsqueeze(1) - centres).abs_().sub_(3).abs_().sub_(1).clamp_(0, 1)
     return level.mul_(span.unsqueeze(1)).add_(minc.unsqueeze(1))
 
