@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from sslterm.data.augment import BatchAugment
-from sslterm.data.datasets import Transformed
+from sslterm.data.datasets import FileItems, Transformed, file_samples
 from sslterm.data.registry import Splits
 from sslterm.data.sampler import ShardedBatches, ShardedBatchSampler
 from sslterm.data.transforms import Views, multi_view
@@ -72,8 +72,9 @@ class Batches:
         else:
             self.batch_sampler = ShardedBatchSampler(sampler)
             workers = p.data.num_workers
+            samples = file_samples(splits.train)  # a path lets a worker decode at reduced size
             self.loader = torch.utils.data.DataLoader(
-                Transformed(splits.train, self._per_sample()),
+                Transformed(FileItems(samples) if samples else splits.train, self._per_sample()),
                 batch_sampler=self.batch_sampler,
                 num_workers=workers,
                 persistent_workers=workers > 0,
