@@ -58,6 +58,17 @@ def test_batch_augment_does_not_sync(crop: bool) -> None:
     assert [v.shape[-1] for v in views] == [32, 32, 16, 16, 16, 16]
 
 
+def test_batch_augment_of_a_padded_batch_does_not_sync() -> None:
+    """The decode path's call: images of different sizes, sizes pinned on the host."""
+    aug = BatchAugment(EVERYTHING, 32, MEAN, STD, PLAN).cuda()
+    x = torch.randint(0, 256, (16, 3, 60, 50), dtype=torch.uint8, device="cuda")
+    sizes = torch.tensor([[60 - i, 50 - 2 * i] for i in range(16)]).pin_memory()
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    aug(x, gen, sizes)
+    with no_sync():
+        aug(x, gen, sizes)
+
+
 def test_a_dino_training_step_does_not_sync() -> None:
     torch.manual_seed(0)
     cfg = DINOConfig(projector_hidden_dim=24, bottleneck_dim=12, output_dim=40, local_crops=4,
