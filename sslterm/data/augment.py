@@ -16,6 +16,12 @@ One code path for CPU and CUDA: parameters are drawn on the generator's device
 (the images' device without one) and moved to the images, so a CPU generator gives
 the same views on either device. On CPU the batch is processed in chunks that stay
 in cache; chunking never changes the result, since all parameters are drawn first.
+Nothing here copies between host and device (no constants from host data, no counts
+read back), so a training step never waits on the GPU (tests/test_sync.py).
+
+Images of different sizes (the batched decode path, ``sslterm.data.decode``) come as
+one zero-padded batch with each image's size: crop boxes are drawn per image, and the
+resampling taps stay inside each box, so padding never enters a view.
 """
 
 from __future__ import annotations
