@@ -141,11 +141,15 @@ class Batches:
         """Micro-batches ``start:stop`` of ``epoch``: (views on the device, labels)."""
         dev = self.device
         if self.batched:
+            pin = dev.type == "cuda"  # host tensors pinned: the copies do not wait
             for idx in self.sampler.epoch(epoch)[start:stop]:
-                idx = idx.to(self.train_images.device, non_blocking=True)
-                imgs = self.train_images[idx].to(dev, non_blocking=True)
-                yield (self.augment(imgs, generator=self.generator),
-                       self.train_labels[idx].to(dev, non_blocking=True))
+                idx = (idx.pin_memory() if pin else idx).to(self.train_images.device,
+                                                            non_blocking=True)
+                imgs, labels = self.train_images[idx], self.train_labels[idx]
+                if pin and not imgs.is_cuda:  # gpu-streamed: gathered on the host
+                    imgs, labels = imgs.pin_memory(), labels.pin_memory()
+                yield (self.augment(imgs.to(dev, non_blocking=True), generator=self.generator),
+                       labels.to(dev, non_blocking=True))
         elif self.decode:
             self.batch_sampler.set_epoch(epoch, start, stop)
             for batch in self.loader:
