@@ -113,6 +113,10 @@ def test_a_corrupt_file_is_named(tmp_path, mixed_files) -> None:
     assert batch.on_device == [True, True]
     with pytest.raises(UserError, match="bad.jpg"):
         decode_images(batch, CPU)
+    empty = tmp_path / "empty.png"
+    empty.touch()
+    with pytest.raises(UserError, match="empty.png"):
+        decode_images(encoded([str(empty)]), CPU)
 
 
 def test_shrink_takes_huge_images_down_by_an_integer_factor() -> None:

@@ -105,7 +105,8 @@ class EncodedFiles(Dataset):
         path, label = self.samples[index]
         with open(path, "rb") as f:
             raw = bytearray(f.read())
-        return torch.frombuffer(raw, dtype=torch.uint8), device_decodable(raw), label, path
+        data = torch.frombuffer(raw, dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
+        return data, device_decodable(raw), label, path
 
 
 def collate_encoded(items: list[tuple[torch.Tensor, bool, int, str]]) -> EncodedBatch:
