@@ -6,7 +6,11 @@
 #
 # 1. the CUDA-only tests (every tests/*.py with a `pytest.mark.cuda`, run with -m cuda);
 # 2. benchmarks/bench_gpu.py (throughput, peak memory, MFU of each data path);
-# 3. a short real CIFAR-10 run through `sslterm run` (benchmarks/cifar10_knn.toml) that
+# 3. benchmarks/bench_imagenet_input.py --batched: the batched decode path (nvJPEG +
+#    BatchAugment) on ImageNet-like JPEGs it makes, img/s per view plan (goal >= 10k at
+#    224 px); they are cut from $PHOTO (default bench_data/grace_hopper.jpg, matplotlib's
+#    sample photograph) where matplotlib is missing;
+# 4. a short real CIFAR-10 run through `sslterm run` (benchmarks/cifar10_knn.toml) that
 #    reports kNN accuracy after every epoch.
 # Every step runs even if an earlier one failed; the exit code says whether all passed.
 #
@@ -17,6 +21,8 @@
 #   a copy of ../shared/data's, both folders git-ignored) unless $DATA/train exists.
 # - $RUN_SET: extra `sslterm run` overrides for step 3 (the CPU check of this script
 #   uses it to shrink the run).
+# - $INPUT_SET: extra bench_imagenet_input.py options for step 3 (the CPU check: --device
+#   cpu and a few images).
 # - The log goes to $OUT/gpu_session.log when $OUT is set, else /tmp/gpu_session.log;
 #   step 3's run directory is kept under ${OUT:-/tmp}/gpu_session_runs.
 set -uo pipefail
@@ -58,6 +64,11 @@ step() {  # step NAME COMMAND...: run, log, remember a failure, go on
 mapfile -t cuda_tests < <(grep -l "pytest.mark.cuda" tests/test_*.py)
 step "CUDA-only tests" python3 -m pytest -q -m cuda -p no:cacheprovider "${cuda_tests[@]}"
 step "bench_gpu.py" python3 benchmarks/bench_gpu.py --data "$data" "$@"
+photo="${PHOTO:-bench_data/grace_hopper.jpg}"
+source_arg=()
+[ -f "$photo" ] && source_arg=(--source "$photo")
+step "bench_imagenet_input.py (GPU decode path)" python3 benchmarks/bench_imagenet_input.py \
+    --batched --workers 8 "${source_arg[@]}" ${INPUT_SET:-}
 read -r -a run_set <<<"${RUN_SET:-}"
 step "CIFAR-10 kNN run" python3 -m sslterm -o "$out/gpu_session_runs" run \
     benchmarks/cifar10_knn.toml "data.root=$data" "${run_set[@]}"

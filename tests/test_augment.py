@@ -380,6 +380,7 @@ def test_eval_transform() -> None:
 # --- CUDA: the same code gives the same views --------------------------------------------
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu_for_the_same_generator() -> None:
     aug = BatchAugment(AugmentConfig(blur=True, rotation_p=0.3), 32, MEAN, STD)

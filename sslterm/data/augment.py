@@ -16,6 +16,12 @@ One code path for CPU and CUDA: parameters are drawn on the generator's device
 (the images' device without one) and moved to the images, so a CPU generator gives
 the same views on either device. On CPU the batch is processed in chunks that stay
 in cache; chunking never changes the result, since all parameters are drawn first.
+Nothing here copies between host and device (no constants from host data, no counts
+read back), so a training step never waits on the GPU (tests/test_sync.py).
+
+Images of different sizes (the batched decode path, ``sslterm.data.decode``) come as
+one zero-padded batch with each image's size: crop boxes are drawn per image, and the
+resampling taps stay inside each box, so padding never enters a view.
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ _CROP_TRIES = 10
 # Views per CPU thread in one chunk: each temporary (12 KB per view at 32 px) stays
 # in cache, and the per-op overhead is amortised. A multiple of 4 (see JitterParams).
 CPU_CHUNK = 128
+CPU_CHUNK_BYTES = CPU_CHUNK * 3 * 64 * 64 * 4  # up to 64 px inputs take full chunks
+# Float input of one chunk on a GPU: batches of large padded images go in several chunks.
+GPU_CHUNK_BYTES = 1 << 30
 
 
 def _device(generator: torch.Generator | None, device: torch.device | str | None) -> torch.device:
@@ -86,10 +95,24 @@ def _fallback_box(height: int, width: int, ratio: tuple[float, float]) -> tuple[
     return (height - h) // 2, (width - w) // 2, h, w
 
 
+def _fallback_boxes(
+    height: torch.Tensor, width: torch.Tensor, ratio: tuple[float, float]
+) -> tuple[torch.Tensor, ...]:
+    """``_fallback_box`` per sample, for float64 sizes [n] (images of different sizes)."""
+    in_ratio = width / height
+    narrow, wide = in_ratio < min(ratio), in_ratio > max(ratio)
+    h = torch.where(narrow, (width / min(ratio)).round(), height)
+    w = torch.where(wide & ~narrow, (height * max(ratio)).round(), width)
+    return ((height - h) / 2).floor(), ((width - w) / 2).floor(), h, w
+
+
+Size = int | torch.Tensor  # one image size for the batch, or each sample's [n]
+
+
 def sample_crop_boxes(
     n: int,
-    height: int,
-    width: int,
+    height: Size,
+    width: Size,
     scale: tuple[float, float],
     ratio: tuple[float, float],
     generator: torch.Generator | None = None,
@@ -100,21 +123,35 @@ def sample_crop_boxes(
     All ten tries per sample are drawn at once: area fraction uniform in ``scale``,
     aspect ratio log-uniform in ``ratio``; the first try that fits wins, else the
     centre-crop fallback. Rounding follows torchvision (float32 draws, float64 sizes).
+    ``height`` and ``width`` are ints, or tensors [n] on the draws' device when every
+    sample has its own image size (the batched decode path): the draws do not depend on
+    the size, so one seed gives the same stream either way.
     """
-    area = _uniform((n, _CROP_TRIES), *scale, generator, device).double() * (height * width)
+    dev = _device(generator, device)
+    fraction = _uniform((n, _CROP_TRIES), *scale, generator, dev)
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    aspect = _uniform((n, _CROP_TRIES), *log_ratio, generator, device).exp_().double()
+    aspect = _uniform((n, _CROP_TRIES), *log_ratio, generator, dev).exp_().double()
+    u = _rand((n, 2), generator, dev).double()
+    if isinstance(height, torch.Tensor) and isinstance(width, torch.Tensor):
+        hh, ww = height.double().view(n, 1), width.double().view(n, 1)
+        top0, left0, h0, w0 = _fallback_boxes(hh[:, 0], ww[:, 0], ratio)
+    elif isinstance(height, int) and isinstance(width, int):
+        hh, ww = height, width
+        top0, left0, h0, w0 = _fallback_box(height, width, ratio)
+    else:
+        raise TypeError("height and width must both be ints or both tensors")
+    area = fraction.double() * (hh * ww)
     w = (area * aspect).sqrt_().round_()
     h = (area / aspect).sqrt_().round_()
-    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    fits = (w > 0) & (w <= ww) & (h > 0) & (h <= hh)
     first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # the first try that fits
     found = fits.any(dim=1)
-    top0, left0, h0, w0 = _fallback_box(height, width, ratio)
     h = torch.where(found, h.gather(1, first).squeeze(1), h0)
     w = torch.where(found, w.gather(1, first).squeeze(1), w0)
-    u = _rand((n, 2), generator, device).double()
-    top = torch.where(found, (u[:, 0] * (height - h + 1)).floor_().clamp_(max=height - h), top0)
-    left = torch.where(found, (u[:, 1] * (width - w + 1)).floor_().clamp_(max=width - w), left0)
+    hh = hh if isinstance(hh, int) else hh[:, 0]
+    ww = ww if isinstance(ww, int) else ww[:, 0]
+    top = torch.where(found, (u[:, 0] * (hh - h + 1)).floor_().clamp_(max=hh - h), top0)
+    left = torch.where(found, (u[:, 1] * (ww - w + 1)).floor_().clamp_(max=ww - w), left0)
     return torch.stack((top, left, h, w), dim=1).long()
 
 
@@ -183,7 +220,8 @@ def sample_jitter(
         [_uniform((n,), lo, hi, generator, dev) for lo, hi in jitter_ranges(strength)], dim=1
     )
     applied = sample_bernoulli(n, p, generator, dev)
-    identity = torch.tensor([1.0, 1.0, 1.0, 0.0], device=dev)
+    identity = torch.ones(4, device=dev)  # (1, 1, 1, 0), made on the device: no host copy
+    identity[HUE] = 0.0
     factors = torch.where(applied[:, None], factors, identity)
 
     others = _rand((n, 3), generator, dev).argsort(dim=1)  # random order of B, C, S
@@ -227,21 +265,29 @@ def _map(
 def sample_views(
     cfg: AugmentConfig,
     batch: int,
-    height: int,
-    width: int,
+    height: Size,
+    width: Size,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     views: int = 2,
 ) -> ViewParams:
     """Parameters for ``views`` views of each of ``batch`` images, in a random order of the
-    views*batch views."""
+    views*batch views. ``height``/``width``: the batch's image size, or each image's [batch]
+    (a padded batch of images of different sizes, on the draws' device)."""
     n, dev = views * batch, _device(generator, device)
+    per_image = isinstance(height, torch.Tensor)
+    if per_image:  # drawn per slot v * batch + i (view v of image i), reordered below
+        height, width = height.repeat(views), width.repeat(views)
     if cfg.crop:
         boxes = sample_crop_boxes(n, height, width, cfg.crop_scale, cfg.crop_ratio, generator, dev)
-    else:
-        boxes = torch.tensor([0, 0, height, width], device=dev).expand(n, 4)
+    else:  # the whole image, made on the device (no host copy)
+        zero = torch.zeros(n, dtype=torch.long, device=dev)
+        boxes = torch.stack((zero, zero, zero + height, zero + width), dim=1)
+    source = torch.randperm(n, generator=generator, device=dev)
+    if per_image:
+        boxes = boxes[source]  # row r holds view source[r]: its image's box
     return ViewParams(
-        source=torch.randperm(n, generator=generator, device=dev),
+        source=source,
         boxes=boxes,
         flip=sample_bernoulli(n, cfg.flip_p, generator, dev),
         angle=sample_rotation(n, cfg.rotation_p, cfg.rotation_degrees, generator, dev),
@@ -320,7 +366,7 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     is_b = ~(is_r | is_g)
     hue = (g - b) * is_r + (b - r + 2 * span) * is_g + (r - g + 4 * span) * is_b
     hue = hue.div_(span.clamp(min=1e-12)).add_(6 * shift.view(-1, 1, 1)).remainder_(6)
-    centres = torch.tensor([0.0, 2.0, 4.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    centres = torch.arange(0.0, 6.0, 2.0, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     level = (hue.unsqueeze(1) - centres).abs_().sub_(3).abs_().sub_(1).clamp_(0, 1)
     return level.mul_(span.unsqueeze(1)).add_(minc.unsqueeze(1))
 
@@ -418,31 +464,38 @@ class BatchAugment(torch.nn.Module):
         self.register_buffer("bias", bias, persistent=False)
 
     def forward(
-        self, images: torch.Tensor, generator: torch.Generator | None = None
+        self, images: torch.Tensor, generator: torch.Generator | None = None,
+        sizes: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """images: uint8 [B, 3, H, W] on any device -> one float32 [B, 3, s_i, s_i] there per
-        view i."""
+        view i. ``sizes`` [B, 2] (height, width), when the images differ in size: each sits
+        in the top-left corner of the padded batch, and its crops stay inside it."""
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(
                 f"expected uint8 images [B, 3, H, W], got {images.dtype} {tuple(images.shape)}"
             )
         out: dict[int, torch.Tensor] = {}
         for cfg, size, slots in self.groups:
-            out.update(zip(slots, self._group(images, cfg, size, len(slots), generator),
+            out.update(zip(slots, self._group(images, cfg, size, len(slots), generator, sizes),
                            strict=True))
         return [out[i] for i in range(len(self.views))]
 
     def _group(
         self, images: torch.Tensor, cfg: AugmentConfig, size: int, views: int,
-        generator: torch.Generator | None,
+        generator: torch.Generator | None, sizes: torch.Tensor | None,
     ) -> list[torch.Tensor]:
         """``views`` views of one size and crop scale, drawn as one shuffled views*B batch."""
         batch, _, height, width = images.shape
         dev = images.device
-        params = sample_views(cfg, batch, height, width, generator, dev, views).to(dev)
+        if sizes is None:
+            params = sample_views(cfg, batch, height, width, generator, dev, views)
+        else:
+            hw = sizes.to(_device(generator, dev), non_blocking=True)
+            params = sample_views(cfg, batch, hw[:, 0], hw[:, 1], generator, dev, views)
+        params = params.to(dev)
         n = views * batch
         out = torch.empty((n, 3, size, size), device=dev)
-        chunk = CPU_CHUNK * torch.get_num_threads() if dev.type == "cpu" else n
+        chunk = _chunk(dev, 3 * height * width * 4)
         for start in range(0, n, chunk):
             part = params[start : start + chunk]
             out.index_copy_(0, part.source, self._views(images, part, cfg, size))
@@ -463,3 +516,13 @@ class BatchAugment(torch.nn.Module):
         if cfg.blur and cfg.blur_p > 0:
             x = gaussian_blur(x, params.sigma, blur_kernel_size(size))
         return x.mul_(self.scale.to(x.device)).add_(self.bias.to(x.device))
+
+
+def _chunk(device: torch.device, bytes_per_view: int) -> int:
+    """Views processed together: CPU_CHUNK per thread on a CPU, fewer where one view's float
+    input exceeds CPU_CHUNK_BYTES / CPU_CHUNK; on a GPU as many as fit GPU_CHUNK_BYTES
+    (large padded images). A multiple of 4 (see JitterParams)."""
+    if device.type == "cpu":
+        per_thread = min(CPU_CHUNK, max(4, CPU_CHUNK_BYTES // bytes_per_view))
+        return per_thread // 4 * 4 * torch.get_num_threads()
+    return max(4, GPU_CHUNK_BYTES // bytes_per_view // 4 * 4)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 from torchvision.datasets import CIFAR10, CIFAR100, SVHN, ImageFolder
 
 from sslterm.data.cache import ImageTensors, decode_files, file_fingerprint, hwc_to_tensors
@@ -91,6 +91,31 @@ class Seeded(Transformed):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self.transform(image), label
+
+
+def file_samples(dataset: Dataset) -> list[tuple[str, int]] | None:
+    """``(path, label)`` of every item of a folder dataset (or a ``Subset`` of one), in item
+    order: for the paths that read the files themselves (decoding at reduced size, or on
+    the device). None for datasets held in memory (CIFAR, SVHN, synthetic)."""
+    if isinstance(dataset, Subset):
+        inner = file_samples(dataset.dataset)
+        return None if inner is None else [inner[i] for i in dataset.indices]
+    if isinstance(dataset, ImageFolder):
+        return list(dataset.samples)
+    return None
+
+
+class FileItems(Dataset):
+    """``(path, label)`` items: a per-sample transform that opens the file itself."""
+
+    def __init__(self, samples: Sequence[tuple[str, int]]) -> None:
+        self.samples = list(samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[str, int]:
+        return self.samples[index]
 
 
 def _root(cfg: DataConfig) -> Path:

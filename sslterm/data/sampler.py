@@ -75,6 +75,7 @@ class ShardedBatchSampler(Sampler[list[tuple[int, int]]]):
     (:func:`sslterm.data.streams.stream_seed` of the run's seed, the rank, the epoch, the
     micro-batch and the slot in it), so a worker draws the same views for it however
     the batches are spread over workers, and a resumed run draws what the whole run would.
+    With ``seed=None`` the items are plain indices (a path that augments whole batches).
 
     Call ``set_epoch(e)`` before iterating each epoch (as with DistributedSampler),
     optionally with a ``[start, stop)`` window of steps (a step cap, a mid-epoch
@@ -82,7 +83,7 @@ class ShardedBatchSampler(Sampler[list[tuple[int, int]]]):
     workers too.
     """
 
-    def __init__(self, batches: ShardedBatches, seed: int) -> None:
+    def __init__(self, batches: ShardedBatches, seed: int | None) -> None:
         self.batches, self.seed = batches, seed
         self.window = (0, 0, None)
 
@@ -98,5 +99,8 @@ class ShardedBatchSampler(Sampler[list[tuple[int, int]]]):
         first = start or 0
         rank = self.batches.rank
         for micro, batch in enumerate(self.batches.epoch(epoch)[start:stop], first):
+            if self.seed is None:
+                yield batch.tolist()
+                continue
             yield [(index, stream_seed(self.seed, rank, epoch, micro, slot))
                    for slot, index in enumerate(batch.tolist())]

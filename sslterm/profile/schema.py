@@ -82,6 +82,14 @@ class DataConfig(Section):
         description="Where augmentation runs: batched on the device ('gpu'), per sample in "
         "DataLoader workers ('cpu'), or 'auto' (batched where the tensor cache fits).",
     )
+    decode: Literal["auto", "workers", "batched"] = Field(
+        "auto",
+        description="Large images (ImageNet, folders of large images; not in the tensor "
+        "cache): 'workers' decode and augment each image in DataLoader workers (PIL); "
+        "'batched' = the workers only read the files, the main process decodes each batch "
+        "on the run's device (nvJPEG on a GPU, libjpeg on a CPU run) and augments it in "
+        "batch there; 'auto' = 'batched' on a GPU, 'workers' on a CPU.",
+    )
     cache: bool = Field(
         True, description="Decode small-image datasets once into a uint8 tensor cache."
     )
@@ -521,6 +529,25 @@ class Profile(Section):
                                 f"(got {size}); lower dino.local_size too"},
         )
 
+    def _batched_decode(self) -> None:
+        """``data.decode = 'batched'`` reads image files and augments in batch: it needs a
+        folder dataset and a data.augment that leaves large images to it."""
+        data = self.data
+        if data.decode != "batched":
+            return
+        if data.dataset in SMALL_DATASET_SIZE:
+            raise FieldProblem(
+                "data.decode", f"'batched' decodes image files; {data.dataset} is not a folder "
+                "of image files (use an imagenet dataset or imagefolder)")
+        if data.augment != "auto":
+            where = ("per sample in DataLoader workers" if data.augment == "cpu"
+                     else "on the tensor cache")
+            raise FieldProblem(
+                "data.decode", f"'batched' augments in batch after decoding, but data.augment "
+                f"= '{data.augment}' asks for augmentation {where}; set data.augment = 'auto'",
+                {"data.augment": f"must be 'auto' with data.decode = 'batched' (got "
+                                 f"'{data.augment}')"})
+
     def method_config(self) -> MethodConfig:
         """The chosen method's own section (``[simclr]`` for ``model.method = "simclr"``)."""
         return getattr(self, self.model.method)
@@ -539,6 +566,7 @@ class Profile(Section):
             )
         if self.data.dataset.startswith("imagenet") and self.data.augment == "gpu":
             raise FieldProblem("data.augment", "'gpu' needs a small-image dataset, not ImageNet")
+        self._batched_decode()
         self._dino_local_size()
         if self.train.compile and self.model.sync_batchnorm:
             raise FieldProblem(  # SyncBatchNorm's collectives under torch.compile: known PyTorch bugs

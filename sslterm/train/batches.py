@@ -1,9 +1,11 @@
 """The training data path: augmented views and labels of this rank's batches.
 
-Small images come from the uint8 tensor cache and are augmented in batch on the device
-(:class:`BatchAugment`); large ones go through per-sample torchvision transforms in
-DataLoader workers. Either way a batch holds the views the method asks for, in its order,
-each at its own size and crop scale (multi-crop).
+Three paths (``choose_path``): small images come from the uint8 tensor cache and are
+augmented in batch on the device (:class:`BatchAugment`); large ones are either decoded in
+batches on the device from file bytes the DataLoader workers read (``sslterm.data.decode``,
+then the same BatchAugment), or decoded and augmented per sample in the workers
+(``transforms.SampleView``). Every way a batch holds the views the method asks for, in its
+order, each at its own size and crop scale (multi-crop).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from torch import Tensor
 
 from sslterm.data.augment import BatchAugment
 from sslterm.data.cache import ImageRows, ImageTensors
-from sslterm.data.datasets import Seeded
+from sslterm.data.datasets import FileItems, Seeded, file_samples
+from sslterm.data.decode import EncodedFiles, collate_encoded, decode_images, pad_batch, shrink
 from sslterm.data.registry import Splits
 from sslterm.data.sampler import ShardedBatches, ShardedBatchSampler
 from sslterm.data.streams import stream_seed
@@ -28,8 +31,34 @@ from sslterm.profile.schema import DataConfig, Profile
 
 def uses_tensor_cache(data: DataConfig, small: bool) -> bool:
     """Whether training (and evaluation) images come from the uint8 tensor cache: always for
-    ``data.augment = "gpu"``, for "auto" with small images and the cache on."""
-    return data.augment == "gpu" or (data.augment == "auto" and small and data.cache)
+    ``data.augment = "gpu"``, for "auto" with small images and the cache on (unless
+    ``data.decode = "batched"`` asks for the files)."""
+    return data.augment == "gpu" or (
+        data.augment == "auto" and small and data.cache and data.decode != "batched"
+    )
+
+
+def choose_path(data: DataConfig, small: bool, device: torch.device,
+                has_files: bool) -> tuple[str, str]:
+    """Which training data path runs, and why in words (for ``run_started``): "cache"
+    (tensor cache + BatchAugment), "decode" (file bytes decoded in batches on the device +
+    BatchAugment) or "workers" (per-sample decoding and augmentation in DataLoader workers).
+    """
+    if uses_tensor_cache(data, small):
+        return "cache", ("data.augment = 'gpu'" if data.augment == "gpu"
+                         else "small images, cached as a uint8 tensor")
+    outside = "large images" if not small else "images outside the cache (data.cache = false)"
+    if data.augment == "cpu":
+        return "workers", "data.augment = 'cpu'"
+    if not has_files:
+        return "workers", f"{outside}, held in memory (no files to decode in batch)"
+    if data.decode == "batched":
+        return "decode", f"{outside}, data.decode = 'batched'"
+    if data.decode == "workers":
+        return "workers", f"{outside}, data.decode = 'workers'"
+    if device.type == "cuda":
+        return "decode", f"{outside} on a GPU (data.decode = 'auto')"
+    return "workers", f"{outside} on a CPU (data.decode = 'auto')"
 
 
 def keep_resident(mode: str, nbytes: int, free_bytes: int) -> bool:
@@ -52,7 +81,9 @@ class Batches:
             raise TrainingError(f"the method's views: {e}") from None
         self.sampler, self.device, self.rank = sampler, device, rank
         info, a = splits.info, p.augment
-        self.batched = uses_tensor_cache(p.data, info.small)
+        samples = file_samples(splits.train)
+        kind, self.reason = choose_path(p.data, info.small, device, samples is not None)
+        self.batched, self.decode = kind == "cache", kind == "decode"
         self.resident = False
         if self.batched:
             with main_first():  # decode once; the other ranks map the cache
@@ -65,19 +96,31 @@ class Batches:
                         f"images on the GPU, which has {free / 2**30:.1f} GiB free; use 'auto'"
                     )
                 self.resident = keep_resident(p.data.augment, nbytes, free)
+                if not self.resident:
+                    self.reason += ", copied per batch (more than half the free GPU memory)"
             # on the GPU a copy of the rows; on the host the mapped cache, gathered per batch
             self.train: ImageTensors | ImageRows = rows.to(device) if self.resident else rows
+        if self.batched or self.decode:
             self.augment = BatchAugment(a, size, info.mean, info.std, self.views).to(device)
             self.generator = torch.Generator(device=device)
-        else:
-            self.batch_sampler = ShardedBatchSampler(sampler, p.train.seed)
+        if not self.batched:
+            # per-sample: each image its own stream; decode: the batch's, as on the cache path
+            self.batch_sampler = ShardedBatchSampler(sampler, None if self.decode else p.train.seed)
             workers = p.data.num_workers
+            if self.decode:  # workers read bytes; see sslterm.data.decode
+                dataset: torch.utils.data.Dataset = EncodedFiles(samples or [])
+                # images larger than this are reduced before padding into one batch
+                self.max_side = 4 * max(v.size for v in self.views)
+            else:  # a path lets the workers decode JPEGs at reduced size (draft)
+                dataset = Seeded(FileItems(samples) if samples else splits.train,
+                                 self._per_sample())
             self.loader = torch.utils.data.DataLoader(
-                Seeded(splits.train, self._per_sample()),
+                dataset,
                 batch_sampler=self.batch_sampler,
                 num_workers=workers,
                 persistent_workers=workers > 0,
                 pin_memory=device.type == "cuda",
+                collate_fn=collate_encoded if self.decode else None,
             )
 
     def _per_sample(self) -> Views:
@@ -86,26 +129,41 @@ class Batches:
 
     @property
     def path(self) -> str:
-        """Where augmentation runs, as ``run_started`` reports it."""
+        """Where augmentation runs, as ``run_started`` reports it (``reason`` says why)."""
+        if self.decode:
+            return f"decode-{'gpu' if self.device.type == 'cuda' else 'cpu'}"
         if not self.batched:
             return "cpu"
         if self.device.type != "cuda":
             return "batched-cpu"
         return "gpu" if self.resident else "gpu-streamed"
 
+    def seed_stream(self, epoch: int, micro: int) -> None:
+        """Seed the batched augmentation with this rank's stream for micro-batch ``micro`` of
+        ``epoch`` (:mod:`sslterm.data.streams`): a resume draws what the whole run drew."""
+        self.generator.manual_seed(stream_seed(self.p.train.seed, self.rank, epoch, micro))
+
     def epoch(self, epoch: int, start: int, stop: int) -> Iterator[tuple[list[Tensor], Tensor]]:
         """Micro-batches ``start:stop`` of ``epoch``: (views on the device, labels)."""
         dev = self.device
         if self.batched:
-            data, seed, rank = self.train, self.p.train.seed, self.rank
+            data, pin = self.train, dev.type == "cuda"  # pinned: the copies do not wait
             for micro, idx in enumerate(self.sampler.epoch(epoch)[start:stop], start):
-                # this rank's stream for this micro-batch (sslterm.data.streams): a resume
-                # draws what the uninterrupted run drew
-                self.generator.manual_seed(stream_seed(seed, rank, epoch, micro))
-                idx = idx.to(data.labels.device, non_blocking=True)
-                imgs = data.take(idx).to(dev, non_blocking=True)
-                yield (self.augment(imgs, generator=self.generator),
-                       data.labels[idx].to(dev, non_blocking=True))
+                self.seed_stream(epoch, micro)
+                idx = (idx.pin_memory() if pin else idx).to(data.labels.device, non_blocking=True)
+                imgs, labels = data.take(idx), data.labels[idx]
+                if pin and not imgs.is_cuda:  # gpu-streamed: gathered on the host
+                    imgs, labels = imgs.pin_memory(), labels.pin_memory()
+                yield (self.augment(imgs.to(dev, non_blocking=True), generator=self.generator),
+                       labels.to(dev, non_blocking=True))
+        elif self.decode:
+            self.batch_sampler.set_epoch(epoch, start, stop)
+            for micro, batch in enumerate(self.loader, start):
+                self.seed_stream(epoch, micro)
+                images = [shrink(im, self.max_side) for im in decode_images(batch, dev)]
+                padded, sizes = pad_batch(images)
+                yield (self.augment(padded, generator=self.generator, sizes=sizes),
+                       batch.labels.to(dev, non_blocking=True))
         else:
             self.batch_sampler.set_epoch(epoch, start, stop)
             for views, y in self.loader:

@@ -368,7 +368,7 @@ class Trainer:
             devices=device_names(self.device), epochs=t.epochs,
             steps_per_epoch=self.steps_per_epoch, global_batch=t.batch_size,
             peak_lr=self.peak_lr, precision=t.precision,
-            augment=self.batches.path,
+            augment=self.batches.path, augment_reason=self.batches.reason,
             small_stem=self.small_stem, start_epoch=pos.epoch, start_step=pos.global_step,
             resumed=resumed, host=socket.gethostname(), pid=os.getpid(),
             init_from=p.model.init_from, init_weights=self.init_weights,
@@ -381,6 +381,7 @@ class Trainer:
             f"{self.world} process(es), {self.steps_per_epoch} steps/epoch"
         )
         self.log(f"views: {describe_views(self.batches.views)}")
+        self.log(f"data path: {self.batches.path} ({self.batches.reason})")
         self.log(eval_cost(p.probe, len(self.splits.train), len(self.splits.val),
                            self.feature_dim, self.world))
         try:
