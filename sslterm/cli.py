@@ -18,6 +18,7 @@ from sslterm.errors import UserError
 if TYPE_CHECKING:
     from sslterm.profile.schema import ProbeConfig
     from sslterm.runs.store import RunDir
+    from sslterm.runs.summary import RunSummary
 
 OVERRIDE = re.compile(r"[A-Za-z_][\w.-]*=.*", re.DOTALL)
 SERVE_INSTALL = 'pip install textual-serve (in a clone: pip install -e ".[serve]")'
@@ -39,8 +40,9 @@ def _run_arg(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sslterm",
-        description="Train self-supervised image encoders (SimCLR) and watch them from the "
-        "terminal. Without a command, opens the terminal app.",
+        description="Train self-supervised image encoders (SimCLR, BYOL, MoCo v3, SimSiam, "
+        "Barlow Twins, VICReg, DINO) and watch them from the terminal. Without a command, "
+        "opens the terminal app.",
     )
     parser.add_argument("--version", action="version", version=f"sslterm {__version__}")
     out_help = "folder of run directories (default: the profile's, else ./runs)"
@@ -125,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="x axis (default: step)")
     plot.add_argument("--smooth", type=float, default=0.0, metavar="W",
                       help="EMA weight in [0, 1) for noisy series (default: 0, raw values)")
-    plot.add_argument("--out", required=True, metavar="FILE",
-                      help="figure file: .svg, .png or .pdf")
+    # not required=True: argparse's "required: --out" would not say that -o is the runs folder
+    plot.add_argument("--out", metavar="FILE",
+                      help="figure file: .svg, .png or .pdf (required; -o is the runs folder)")
 
     export = command("export", "write every series of a run's event log as CSV or JSON")
     _run_arg(export)
@@ -185,9 +188,11 @@ def _launch_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from sslterm.profile.load import load_profile
     from sslterm.runs.launcher import start_run, wait_started
 
     run = start_run(args.profile, _launch_overrides(args), output_dir=args.output_dir)
+    _warmup_note(load_profile(args.profile, _launch_overrides(args)))  # as written, not frozen
     if args.detach:
         print(run.id)
         return 0
@@ -206,21 +211,35 @@ def cmd_profile(args: argparse.Namespace) -> int:
         sys.stdout.write(resolved_toml(profile))
         return 0
     from sslterm.runs.launcher import check_profile_environment
+    from sslterm.runs.summary import plural
 
     check_profile_environment(profile, args.profile, overrides)
     print(f"{args.profile}: ok ({profile.model.method} / {profile.model.encoder} on "
-          f"{profile.data.dataset}, {profile.train.epochs} epochs)")
+          f"{profile.data.dataset}, {plural(profile.train.epochs, 'epoch')})")
+    _warmup_note(profile)
     return 0
 
 
-def run_record(run: RunDir) -> dict[str, Any]:
-    """What ``sslterm runs --json`` says about one run: its true state, progress and the
-    final metrics of results.json (null until it has finished)."""
+def _warmup_note(profile: Any) -> None:
+    """The one line that says a run is all warmup (:func:`sslterm.train.schedule.warmup_note`),
+    on stderr: ``run --detach`` prints only the run id on stdout."""
+    from sslterm.train.schedule import warmup_note
+
+    note = warmup_note(profile.train)
+    if note:
+        print(note, file=sys.stderr, flush=True)
+
+
+def run_record(run: RunDir, summary: RunSummary | None = None) -> dict[str, Any]:
+    """What ``sslterm runs --json`` says about one run: its true state, progress (``epoch``:
+    epochs completed) and the final metrics of results.json (null until it has finished).
+    ``summary``: the run's, already read."""
     from sslterm.runs.scheduler import run_state
     from sslterm.runs.summary import RunSummary
 
-    summary = RunSummary(run)
-    summary.update()
+    if summary is None:
+        summary = RunSummary(run)
+        summary.update()
     state, error = run_state(run)
     status = run.read_status()
     try:
@@ -241,9 +260,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from sslterm.runs.store import iter_runs
+    from sslterm.runs.store import check_runs_folder, iter_runs
+    from sslterm.runs.summary import RunSummary, newest_first
 
-    records = [run_record(run) for run in iter_runs(_output_dir(args))]
+    check_runs_folder(_output_dir(args))
+    summaries = [RunSummary(run) for run in iter_runs(_output_dir(args))]
+    for summary in summaries:
+        summary.update()
+    # newest first, as the app's runs table
+    records = [run_record(s.run, s) for s in newest_first(summaries)]
     if args.json:
         for record in records:
             print(json.dumps(record))
@@ -333,7 +358,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    from sslterm.eval.commands import export_run_features, pick_checkpoint
+    from sslterm.commands.features import export_run_features, pick_checkpoint
     from sslterm.runs.store import find_run
 
     run = find_run(args.run, _output_dir(args))
@@ -392,6 +417,7 @@ def _fmt(metrics: dict[str, Any] | None) -> str:
 def cmd_probe(args: argparse.Namespace) -> int:
     from sslterm.eval.offline import probe_features
     from sslterm.runs.store import atomic_write_text
+    from sslterm.runs.summary import plural
 
     path, run = _features_path(args.features, _output_dir(args))
     cfg, seed = probe_settings(args, run)
@@ -399,7 +425,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     folder = path if path.is_dir() else path.parent
     atomic_write_text(folder / "probe-results.json", json.dumps(results, indent=2) + "\n")
     lin, knn = results["linear"], results.get("knn") or {}
-    print(f"linear probe ({lin['epochs']} epochs, batch {lin['batch_size']}, seed {seed}), "
+    print(f"linear probe ({plural(lin['epochs'], 'epoch')}, batch {lin['batch_size']}, seed {seed}), "
           "top-1 / top-5 %:")
     for split in ("train", "val", "test"):
         if split in lin:
@@ -430,15 +456,29 @@ def cmd_slurm(args: argparse.Namespace) -> int:
 
 
 def cmd_app(args: argparse.Namespace) -> int:
+    from sslterm.runs.store import check_runs_folder
     from sslterm.tui.app import run_app
 
+    check_runs_folder(_output_dir(args))
     return run_app(output_dir=_output_dir(args))
+
+
+def _plot_out_missing(output_dir: str | None) -> str:
+    """``plot RUN -o fig.svg`` (the usual spelling elsewhere) names the runs folder here: say
+    which option is which."""
+    from sslterm.report.plot import FORMATS
+
+    if output_dir and Path(output_dir).suffix.lower() in FORMATS:
+        return f"plot: -o {output_dir}: -o is the runs folder; give the figure as --out {output_dir}"
+    return "plot: the figure file is missing: --out FILE (.svg, .png or .pdf); -o is the runs folder"
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from sslterm.report.plot import save_figure
     from sslterm.runs.store import find_run
 
+    if args.out is None:
+        raise UserError(_plot_out_missing(args.output_dir))
     if not 0.0 <= args.smooth < 1.0:
         raise UserError(f"<command line>: --smooth: must be in [0, 1) (got {args.smooth:g})")
     runs = [find_run(ref, _output_dir(args)) for ref in args.runs]
@@ -496,6 +536,7 @@ def _wait_sweep(sweep: Any, output_dir: str) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from sslterm.runs import sweep as sweeps
+    from sslterm.runs.summary import plural
 
     if args.show is not None:
         out = _output_dir(args)
@@ -511,7 +552,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.detach:
         print(sweep.id)
         return 0
-    print(f"sweep {sweep.id}: {len(sweep.points)} runs queued ({args.parallel} at a time)",
+    print(f"sweep {sweep.id}: {plural(len(sweep.points), 'run')} queued ({args.parallel} at a time)",
           flush=True)
     try:
         _wait_sweep(sweep, out)

@@ -14,7 +14,7 @@ import torch
 from runhelpers import SMOKE, events
 
 import sslterm.methods  # noqa: F401  (registers the built-in methods)
-from sslterm.eval.commands import encoder_state
+from sslterm.commands.features import encoder_state
 from sslterm.methods.registry import METHODS
 from sslterm.profile.load import load_profile
 from sslterm.runs.store import RunDir

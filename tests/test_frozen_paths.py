@@ -21,6 +21,9 @@ dataset = "imagefolder"
 root = "sub"                      # from the working directory, not from cfg/
 class_list = "lists/mine.txt"
 
+[train]
+batch_size = 4                    # the 5 training images of sub/
+
 [launch]
 accelerate_config = "acc.yaml"
 output_dir = "runs"

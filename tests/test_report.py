@@ -161,6 +161,22 @@ def test_plot_bad_input_is_one_line(runs: list[RunDir], tmp_path: Path, args: li
     assert out.stderr.splitlines() == [f"sslterm: {message}"]
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["-o", "fig.svg"], "plot: -o fig.svg: -o is the runs folder; give the figure as "
+                        "--out fig.svg"),
+    ([], "plot: the figure file is missing: --out FILE (.svg, .png or .pdf); -o is the runs "
+         "folder"),
+])
+def test_plot_without_out_says_which_option_is_the_figure(runs: list[RunDir], tmp_path: Path,
+                                                          args: list[str], message: str) -> None:
+    """Before: ``plot RUN -o fig.svg``, the usual spelling, answered with argparse's usage
+    and "the following arguments are required: --out"."""
+    out = cli("-o", str(tmp_path), "plot", runs[0].id, *args)
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [f"sslterm: {message}"]
+    assert not (REPO / "fig.svg").exists() and not (tmp_path / "fig.svg").exists()
+
+
 def test_plot_without_matplotlib_is_one_line_naming_the_install(runs: list[RunDir],
                                                                 tmp_path: Path) -> None:
     out = cli("-o", str(tmp_path), "plot", runs[0].id, "--out", str(tmp_path / "f.svg"),

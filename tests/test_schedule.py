@@ -1,6 +1,7 @@
 import pytest
 
-from sslterm.train.schedule import checkpoint_due, probe_due, val_due
+from sslterm.profile.load import validate_text
+from sslterm.train.schedule import checkpoint_due, probe_due, val_due, warmup_note
 
 
 def due(fn, epochs, *args):
@@ -27,3 +28,19 @@ def test_val_and_checkpoint_epochs():
     assert due(val_due, 12, 0) == []
     assert due(checkpoint_due, 12, 5) == [4, 9, 11]
     assert due(checkpoint_due, 12, 0) == [11]
+
+
+def test_warmup_note_when_the_whole_run_is_warmup():
+    """The default warmup (10 epochs) is shrunk to a shorter run: then the lr never decays,
+    and the note says so with the value as written."""
+    def note(*overrides: str) -> str | None:
+        return warmup_note(validate_text("", "p.toml", overrides).train)
+
+    assert note("train.epochs=4") == ("note: train.warmup_epochs (10) >= train.epochs (4): the "
+                                      "whole run is warmup; the lr never decays")
+    assert note("train.epochs=4", "train.warmup_epochs=4") == (
+        "note: train.warmup_epochs (4) >= train.epochs (4): the whole run is warmup; the lr "
+        "never decays")
+    assert note("train.epochs=10") is not None  # warmup to the very last step
+    assert note("train.epochs=11") is None
+    assert note("train.epochs=4", "train.warmup_epochs=1.5") is None

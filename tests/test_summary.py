@@ -132,7 +132,8 @@ def test_summary_reads_incrementally_and_ignores_torn_line(tmp_path):
     )
     s = RunSummary(RunDir(run))
     assert s.update()
-    assert (s.epoch, s.epochs, s.step, s.last_loss) == (1, 3, 5, 2.0)
+    # epoch: epochs complete (steps 1-5 are inside epoch 0, none is done yet)
+    assert (s.epoch, s.epochs, s.step, s.last_loss) == (0, 3, 5, 2.0)
     assert not s.update()  # nothing new
     with open(log, "a") as fh:
         fh.write(step_lines(10, start=6))
@@ -469,3 +470,128 @@ def test_final_table_lists_every_final_number_by_protocol():
         ("knn", "val_top1", 45.0),
     ]  # fmt: skip
     assert sm.final_table({}) == [] and sm.final_table(None) == []
+
+
+# -- the epoch column and the ETA are the same before, across and after a resume ----------
+def epoch_lines(epoch: int, spe: int, t0: float, step_time: float = 1.0,
+                end_cost: float = 0.0) -> str:
+    """One epoch as the trainer logs it: a step event per step, the epoch record, then its
+    evaluations (``end_cost`` seconds) before the next epoch's first step."""
+    first = epoch * spe + 1
+    out = "".join(event("step", t0 + (i + 1) * step_time, epoch=epoch, step=first + i, loss=1.0,
+                        lr=0.1, ips=100.0) for i in range(spe))
+    t_end = t0 + spe * step_time
+    out += event("epoch", t_end, epoch=epoch, step=first + spe - 1, loss=1.0)
+    return out + event("val", t_end + end_cost, epoch=epoch, step=first + spe - 1, loss=1.0)
+
+
+def test_a_killed_run_shows_the_epochs_it_completed(tmp_path):
+    """Before: 4/30 with epochs 0-2 complete and steps of epoch 3 logged."""
+    run = tmp_path / "r1"
+    write_status(run, state="failed", error="killed")
+    (run / "events.jsonl").write_text(
+        event("run_started", 1000.0, epochs=30, steps_per_epoch=10)
+        + "".join(epoch_lines(e, 10, 1000.0 + 20 * e) for e in range(3))
+        + step_lines(4, start=31, t0=1070.0))
+    s = RunSummary(RunDir(run))
+    s.update()
+    assert (s.epoch, s.epochs, s.step) == (3, 30, 34)
+
+
+def test_the_epoch_never_steps_back_across_a_resume(tmp_path):
+    """Before: 12/25 while epoch 11 ran, 11/25 at the resume, 12/25 at its first step."""
+    run = tmp_path / "r1"
+    write_status(run, state="running", host="gpu-node-elsewhere")
+    log = run / "events.jsonl"
+    log.write_text(event("run_started", 1000.0, epochs=25, steps_per_epoch=10)
+                   + "".join(epoch_lines(e, 10, 1000.0 + 20 * e) for e in range(11))
+                   + step_lines(5, start=111, t0=1220.0))  # epoch 11 under way, then killed
+    s = RunSummary(RunDir(run))
+    seen = []
+    s.update()
+    seen.append(s.epoch)
+    with open(log, "a") as fh:
+        fh.write(event("run_resumed", 1300.0, epoch=11, step=110, checkpoint="checkpoints/c"))
+    s.update()
+    seen.append(s.epoch)
+    with open(log, "a") as fh:
+        fh.write(event("run_started", 1301.0, epochs=25, steps_per_epoch=10, resumed=True))
+        fh.write(step_lines(3, start=111, t0=1310.0))
+    s.update()
+    seen.append(s.epoch)
+    with open(log, "a") as fh:
+        fh.write(step_lines(7, start=114, t0=1313.0))
+        fh.write(event("epoch", 1320.0, epoch=11, step=120, loss=1.0))
+    s.update()
+    seen.append(s.epoch)
+    assert seen == [11, 11, 11, 12]
+
+
+def test_stop_and_finish_records_count_epochs_done():
+    """``run_stopped``'s epoch is the position a resume continues from (epochs done),
+    ``run_finished``'s the last epoch that ran."""
+    assert sm.epochs_done("run_stopped", 3) == 3
+    assert sm.epochs_done("run_finished", 29) == 30
+    assert sm.epochs_done("checkpoint", 3) == 3 and sm.epochs_done("epoch", 2) == 3
+    assert sm.epochs_done("log", 2) is None and sm.epochs_done("step", None) is None
+
+
+def test_eta_right_after_a_resume_counts_the_epoch_ends_still_to_come(tmp_path):
+    """Each epoch: 10 steps of 1 s, then 10 s of evaluation. Before: the resumed launch's
+    first steps alone gave 1 s a step and no evaluations, 18 s for a run 108 s from its end."""
+    run = tmp_path / "r1"
+    write_status(run, state="running", host="gpu-node-elsewhere")
+    log = event("run_started", 1000.0, epochs=5, steps_per_epoch=10)
+    log += "".join(epoch_lines(e, 10, 1000.0 + 20 * e, end_cost=10.0) for e in range(3))
+    log += step_lines(2, start=31, t0=1030.0)  # steps 31, 32 of epoch 3 at 1061, 1062: killed
+    log += event("run_resumed", 1100.0, epoch=3, step=30, checkpoint="checkpoints/c")
+    log += event("run_started", 1101.0, epochs=5, steps_per_epoch=10, resumed=True)
+    log += "".join(event("step", 1110.0 + i, epoch=3, step=30 + i, loss=1.0)
+                   for i in (1, 2))  # 1 s a step
+    (run / "events.jsonl").write_text(log)
+    s = RunSummary(RunDir(run))
+    s.update()
+    # 18 steps left at 1 s, and the ends of epochs 3 and 4 at 10 s each
+    assert s.eta(now=1112.0) == pytest.approx(18.0 + 2 * 10.0)
+
+
+def test_eta_with_one_step_event_an_epoch_uses_the_rate_across_epochs(tmp_path):
+    """``log_every`` >= steps per epoch: no two steps of an epoch to time, so the rate over
+    whole epochs, evaluations included, gives the time left."""
+    run = tmp_path / "r1"
+    write_status(run, state="running", host="gpu-node-elsewhere")
+    (run / "events.jsonl").write_text(
+        event("run_started", 1000.0, epochs=10, steps_per_epoch=10)
+        + "".join(event("step", 1000.0 + 20 * (e + 1), epoch=e, step=10 * (e + 1)) for e in range(3)))
+    s = RunSummary(RunDir(run))
+    s.update()
+    assert s.eta(now=1060.0) == pytest.approx(70 * 2.0)
+
+
+def test_newest_first_is_the_order_of_the_app_and_of_sslterm_runs(tmp_path):
+    for name, created in (("a-20240501-120000", "2024-05-03T12:00:00+00:00"),
+                          ("b-20240502-120000", "2024-05-01T12:00:00+00:00"),
+                          ("c-20240503-120000", "2024-05-02T12:00:00+00:00")):
+        write_status(tmp_path / name, created=created)
+    index = RunIndex(tmp_path)
+    index.refresh()
+    order = [s.id for s in sm.newest_first(index.runs.values())]
+    assert order == ["a-20240501-120000", "c-20240503-120000", "b-20240502-120000"]
+    assert [s.id for s in index.ordered()] == order
+
+
+def test_counts_are_pluralised():
+    assert [sm.plural(n, "epoch") for n in (0, 1, 2)] == ["0 epochs", "1 epoch", "2 epochs"]
+    assert sm.plural(1, "process", "processes") == "1 process"
+    assert sm.plural(4, "process", "processes") == "4 processes"
+
+
+@pytest.mark.parametrize(("done", "epochs", "step", "mid", "words"), [
+    (3, 30, 90, False, "stopped after epoch 2 (3 of 30 epochs done)"),
+    (3, 30, 95, True, "stopped in epoch 3 at step 95 (3 of 30 epochs done)"),
+    (0, 1, 0, False, "stopped before epoch 0 began (0 of 1 epoch done)"),
+    (1, None, 12, None, "stopped at step 12 (1 epoch done)"),
+])
+def test_stopped_words_name_the_last_epoch_that_ran(done, epochs, step, mid, words):
+    """Before: "stopped at epoch 3" after epochs 0-2 ran."""
+    assert sm.stopped_words(done, epochs, step, mid) == words

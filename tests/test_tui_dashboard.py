@@ -183,9 +183,9 @@ async def test_metric_picker_charts_a_methods_own_scalar(tmp_path, profiles_dir,
         assert max(chart.plotted[0][2]) == pytest.approx(1.0)
         assert "charts 2/" in screen_text(app)
         await pilot.press("f")  # the focused chart, as a figure
-        out = Path("figures") / f"momentum-{run.name}.svg"
+        out = tmp_path / "figures" / f"momentum-{run.name}.svg"  # named with its full path
         await wait_until(pilot, lambda: f"saved {out}" in notices(app), timeout=60)
-        assert (tmp_path / out).is_file()
+        assert out.is_file()
         await pilot.press("escape", "p")  # back to the first page
         assert app.screen.page == 0
         await wait_until(pilot, lambda: charts(app)[0].title == "loss")
@@ -194,23 +194,27 @@ async def test_metric_picker_charts_a_methods_own_scalar(tmp_path, profiles_dir,
 # -- run detail --------------------------------------------------------------------------
 async def test_detail_view_of_a_finished_run(runs_dir, profiles_dir):
     app = make_app(runs_dir, profiles_dir)
-    async with app.run_test(size=(220, 60)) as pilot:  # the reproduce line holds a tmp path
+    async with app.run_test(size=(220, 60)) as pilot:
         await open_runs(pilot, FINISHED)
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, DetailScreen))
         await wait_until(pilot, lambda: app.screen.details is not None)
         text = screen_text(app)
         assert "host gpu-node-7 · world size 1 · devices NVIDIA H100" in text
-        assert f"reproduce: sslterm run {runs_dir / FINISHED / 'profile.toml'}" in text
+        # the reproduce line holds a tmp path: read on the widget, wherever it wraps
+        where = str(app.screen.query_one("#detail-where").render())
+        assert f"reproduce: sslterm run {runs_dir / FINISHED / 'profile.toml'}" in where
         assert "final results (from checkpoints/epoch-0009-step-000200)" in text
         assert re.search(r"linear_eval\s+test_top1\s+85\b", text)
         assert re.search(r"knn\s+val_top1\s+80\.5", text)
         assert re.search(r"online_probe\s+train_top1\s+61\.25", text)
         assert "epoch-0009-step-000200  3.0 MiB  ← final results" in text
         assert "features.safetensors  1.5 MiB" in text
-        # marked: the keys whose value is not what profiles/cifar10.toml gives (temperature
-        # differs from the default); the others are not
-        assert "● model.temperature = 0.1  (source: " in text
+        # marked: the keys whose value is not what profiles/cifar10.toml gives; none here:
+        # the old layout's model.temperature holds [simclr]'s default, which the source
+        # does not set
+        assert "(● 0 keys differ from " in text
+        assert "● model.temperature" not in text and "  model.temperature = 0.1" in text
         assert "● train.base_lr" not in text and "  train.base_lr = 0.3" in text
         await pilot.press("escape")
         await wait_until(pilot, lambda: not isinstance(app.screen, DetailScreen))
@@ -327,9 +331,7 @@ async def test_f_saves_the_compared_chart_as_a_figure(
         await wait_until(pilot, lambda: len(app.screen.picked) == 2)
         await pilot.press("f")
         out = tmp_path / "figures" / f"loss-{FAILED}+1.svg"
-        await wait_until(
-            pilot, lambda: f"saved {Path('figures') / out.name}" in notices(app), timeout=60
-        )
+        await wait_until(pilot, lambda: f"saved {out}" in notices(app), timeout=60)
     svg = out.read_text()
     assert FAILED in svg and FINISHED in svg  # both runs in the legend, as text
 

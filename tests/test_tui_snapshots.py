@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from tuihelpers import SMOKE, make_runs
+from tuihelpers import SMOKE, T0, make_runs, write_run
 
 from sslterm.tui.app import SSLTermApp
 from sslterm.tui.screens.composer import ComposerScreen
@@ -181,3 +181,62 @@ def test_metric_picker(app, snap_compare):
         await pilot.pause(0.2)
 
     assert snap_compare(app, terminal_size=(80, 24), run_before=before)
+
+
+# -- 80x24 and the composer's dropdown (issue 20) ------------------------------------------
+SMALL = (80, 24)
+SWEEP_RUN = "smoke-base_lr0.1-batch_size64-20240502-120000"
+
+
+@pytest.fixture
+def sweep_app(app, tmp_path) -> SSLTermApp:
+    """The fixed runs and a sweep's run (a 46-column id), newest."""
+    write_run(tmp_path / "runs", SWEEP_RUN, state="finished", start=T0 + 9 * 3600)
+    return app
+
+
+def test_runs_view_80x24(sweep_app, snap_compare):
+    """Every number column fits; the long id is elided, the full one in the top line."""
+    assert snap_compare(sweep_app, terminal_size=SMALL, run_before=settle)
+
+
+def test_keys_dialog_80x24(app, snap_compare):
+    app.figures_dir = Path("/srv/figures")
+
+    async def before(pilot):
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await until(pilot, lambda: pilot.app.screen.query("#keys"))
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=SMALL, run_before=before)
+
+
+def test_compare_three_runs_80x24(sweep_app, snap_compare):
+    async def before(pilot):
+        await settle(pilot)
+        await pilot.press("space", "space", "space", "c")
+        await until(pilot, lambda: pilot.app.current_mode == "compare")
+        await until(pilot, lambda: len(pilot.app.screen.query_one("#results").columns) == 4)
+        await settle(pilot, charts=1)
+
+    assert snap_compare(sweep_app, terminal_size=SMALL, run_before=before)
+
+
+def test_composer_method_dropdown(app, snap_compare):
+    """The help text keeps its [sections]; the dropdown opens below, clear of it."""
+
+    async def before(pilot):
+        await settle(pilot)
+        await pilot.press("2")
+        await until(pilot, lambda: isinstance(pilot.app.screen, ComposerScreen))
+        screen = pilot.app.screen
+        screen.open_path(Path("profiles/smoke.toml"))
+        screen.edit_field("model.method")
+        select = screen.query_one("#edit-select")
+        await until(pilot, lambda: select.has_focus)
+        await pilot.press("enter")
+        await until(pilot, lambda: select.expanded)
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=(120, 40), run_before=before)

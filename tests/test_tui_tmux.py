@@ -67,8 +67,10 @@ def test_app_in_a_real_terminal(tmp_path):
     env.pop("NO_COLOR", None)
     term = Terminal([sys.executable, "-m", "sslterm", "-o", "runs"], tmp_path, env)
     try:
-        screen = term.wait_for("cifar10-20240501-120000")
+        # the runs (at 80 columns their ids are elided: the table shows its numbers)
+        screen = term.wait_for("finished")
         assert "1 Runs" in screen and "s Stop" in screen  # views and keys on screen
+        assert "failed" in screen and "stopped" in screen  # all three runs
         term.keys("Down")
         term.wait_for("CUDA out of memory")
         term.keys("Down")
@@ -90,7 +92,7 @@ def test_app_in_a_real_terminal(tmp_path):
         term.keys("5")
         term.wait_for("CPU")
         term.keys("1")
-        term.wait_for("cifar10-20240501-150000")
+        term.wait_for("cifar10-20240501-120000 · resnet18")  # the highlighted run, in full
         term.keys("C-q")
         deadline = time.monotonic() + 30
         while term.alive() and time.monotonic() < deadline:

@@ -19,11 +19,11 @@ from sslterm import cli
 from sslterm.errors import ProfileError, UserError
 from sslterm.eval.export import save_features
 from sslterm.models import create_encoder
-from sslterm.models.init import check_init_from, load_init_weights, weights_file
 from sslterm.profile.load import load_profile
 from sslterm.runs.launcher import request_stop, start_run
 from sslterm.runs.store import RunDir
-from sslterm.train.model import build_model
+from sslterm.runs.warmstart import check_init_from, weights_file
+from sslterm.train.model import build_model, load_init_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 from torchvision.datasets import CIFAR10, CIFAR100, SVHN, ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension, make_dataset
 
 from sslterm.data.cache import ImageTensors, decode_files, file_fingerprint, hwc_to_tensors
 from sslterm.data.registry import (
@@ -28,6 +29,7 @@ from sslterm.data.registry import (
     IMAGENET_STD,
     Builder,
     DatasetInfo,
+    DataShape,
     OfficialSplit,
     Source,
     register_dataset,
@@ -346,13 +348,38 @@ def _folder_source(info: DatasetInfo, root: Path, layout: FolderLayout, size: in
     return Source(info, folders["train"], folders["test"], root, fingerprint, decode)
 
 
-def _first_image_size(name: str, folder: ClassFolder) -> int:
-    path = folder.samples[0][0]
+def _first_image_size(name: str, path: str) -> int:
+    """The shorter side of an image folder's stored size: its first training image's."""
     try:
         with Image.open(path) as img:
             return min(img.size)
     except OSError as exc:
         raise UserError(f"{name}: cannot read image {path} ({exc})") from exc
+
+
+def _first_image(layout: FolderLayout) -> str:
+    """The first training image ``ClassFolder`` would list, found by walking only the first
+    class folder (a pre-flight must not list a million files)."""
+    first = layout.classes[0]
+    try:
+        return make_dataset(str(layout.train_dir), {first: 0}, extensions=IMG_EXTENSIONS)[0][0]
+    except FileNotFoundError as exc:
+        raise UserError(f"{layout.name}: {exc} (in {layout.train_dir}); {layout.hint}") from exc
+
+
+def _count_images(layout: FolderLayout, bound: int) -> int:
+    """Training images ``ClassFolder`` would find, counted until ``bound`` is reached."""
+    n = 0
+    for name in layout.classes:
+        for _, _, files in os.walk(layout.train_dir / name, followlinks=True):
+            n += sum(has_file_allowed_extension(f, IMG_EXTENSIONS) for f in files)
+            if n >= bound:
+                return n
+    return n
+
+
+def _folder_shape(layout: FolderLayout, size: int) -> DataShape:
+    return DataShape(size, lambda bound: _count_images(layout, bound))
 
 
 def imagefolder_layout(cfg: DataConfig) -> FolderLayout:
@@ -367,7 +394,13 @@ def imagefolder_layout(cfg: DataConfig) -> FolderLayout:
     return FolderLayout("imagefolder", root / "train", test_dir, classes, hint)
 
 
-@register_dataset("imagefolder", check=imagefolder_layout)
+def imagefolder_check(cfg: DataConfig) -> DataShape:
+    layout = imagefolder_layout(cfg)
+    size = cfg.image_size or _first_image_size("imagefolder", _first_image(layout))
+    return _folder_shape(layout, size)
+
+
+@register_dataset("imagefolder", check=imagefolder_check)
 def imagefolder(cfg: DataConfig, seed: int) -> Source:
     """Any folder of class subfolders, any image format.
 
@@ -376,7 +409,7 @@ def imagefolder(cfg: DataConfig, seed: int) -> Source:
     """
     layout = imagefolder_layout(cfg)
     train = layout.open("train")
-    native = _first_image_size("imagefolder", train)
+    native = _first_image_size("imagefolder", train.samples[0][0])
     info = DatasetInfo(
         "imagefolder",
         len(layout.classes),
@@ -427,16 +460,26 @@ def _imagenet_builder(layout: Callable[[DataConfig], FolderLayout]) -> Builder:
 
 # ImageNet: the official val split is the test split. The SCAN subsets keep the classes of
 # their list, labelled in list order.
-register_dataset("imagenet", check=imagenet_layout)(_imagenet_builder(imagenet_layout))
+def _imagenet_check(layout: Callable[[DataConfig], FolderLayout]) -> Callable[[DataConfig], DataShape]:
+    return lambda cfg: _folder_shape(layout(cfg), cfg.image_size or IMAGENET_SIZE)
+
+
+register_dataset("imagenet", check=_imagenet_check(imagenet_layout))(
+    _imagenet_builder(imagenet_layout))
 for _n in (50, 100, 200):
     _layout = _subset_layout(_n)
-    register_dataset(f"imagenet{_n}", check=_layout)(_imagenet_builder(_layout))
+    register_dataset(f"imagenet{_n}", check=_imagenet_check(_layout))(_imagenet_builder(_layout))
 
 
 # ---------------------------------------------------------------- synthetic
 
 
-@register_dataset("synthetic", check=lambda cfg: None)  # generating cannot fail
+def _synthetic_shape(cfg: DataConfig) -> DataShape:
+    """Generating cannot fail: the shape is in the profile."""
+    return DataShape(cfg.image_size or SMALL_DATASET_SIZE["synthetic"], lambda _: cfg.synthetic_size)
+
+
+@register_dataset("synthetic", check=_synthetic_shape)
 def synthetic(cfg: DataConfig, seed: int) -> Source:
     """Generated images for smoke runs and tests: ``synthetic_size`` train, a quarter as many test."""
     size, classes = cfg.image_size or SMALL_DATASET_SIZE["synthetic"], cfg.synthetic_classes

@@ -27,6 +27,7 @@ from sslterm.profile.schema import DataConfig
 __all__ = [
     "CHECKS",
     "DATASETS",
+    "DataShape",
     "DatasetInfo",
     "ImageRows",
     "ImageTensors",
@@ -34,6 +35,7 @@ __all__ = [
     "Splits",
     "build_splits",
     "check_data",
+    "held_out",
     "register_dataset",
     "split_indices",
 ]
@@ -74,8 +76,17 @@ class Source:
     decode: Callable[[OfficialSplit], ImageTensors]
 
 
+@dataclass(frozen=True)
+class DataShape:
+    """What a pre-flight learns about a dataset without decoding it: enough to refuse, before
+    launch, a profile that would fail (or silently mislead) only once the trainer runs."""
+
+    image_size: int  # the size the model sees (data.image_size, or the dataset's own)
+    count_train: Callable[[int], int]  # official training images, counted up to a bound
+
+
 Builder = Callable[[DataConfig, int], Source]
-Check = Callable[[DataConfig], object]
+Check = Callable[[DataConfig], DataShape]
 DATASETS: dict[str, Builder] = {}
 CHECKS: dict[str, Check] = {}
 
@@ -83,8 +94,9 @@ CHECKS: dict[str, Check] = {}
 def register_dataset(name: str, check: Check | None = None) -> Callable[[Builder], Builder]:
     """Decorator: make ``builder(cfg, seed) -> Source`` available as ``data.dataset = name``.
 
-    ``check(cfg)`` is an optional cheaper pre-flight for ``check_data`` (e.g. list the class
-    folders instead of walking a million files); without one, the builder is the check.
+    ``check(cfg) -> DataShape`` is an optional cheaper pre-flight for ``check_data`` (e.g.
+    list the class folders instead of walking a million files); without one, the builder is
+    the check.
     """
 
     def add(builder: Builder) -> Builder:
@@ -100,7 +112,7 @@ def register_dataset(name: str, check: Check | None = None) -> Callable[[Builder
 
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded (train, val) index split of ``range(n)``; sorted, disjoint, together complete."""
-    n_val = min(round(n * val_fraction), max(n - 1, 0))
+    n_val = held_out(n, val_fraction)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
@@ -165,16 +177,22 @@ def build_splits(cfg: DataConfig, seed: int) -> Splits:
     return Splits(_builder(cfg)(cfg, seed), seed, cfg.val_fraction, cfg.cache)
 
 
-def check_data(cfg: DataConfig) -> None:
+def check_data(cfg: DataConfig) -> DataShape:
     """Pre-flight in the launching process, before any rank starts: fetch what may be fetched
     (torchvision downloads, SCAN class lists) once, and raise ``UserError`` for anything missing.
     """
     builder = _builder(cfg)
     check = CHECKS.get(cfg.dataset)
     if check is not None:
-        check(cfg)
-    else:
-        builder(cfg, 0)
+        return check(cfg)
+    source = builder(cfg, 0)
+    n = len(source.train)  # type: ignore[arg-type]
+    return DataShape(source.info.image_size, lambda bound: n)
+
+
+def held_out(n: int, val_fraction: float) -> int:
+    """How many of ``n`` training images :func:`split_indices` holds out for validation."""
+    return min(round(n * val_fraction), max(n - 1, 0))
 
 
 def _builder(cfg: DataConfig) -> Builder:

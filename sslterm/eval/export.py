@@ -43,12 +43,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from sslterm.errors import UserError
+from sslterm.eval.layout import ENCODER_FILE, FEATURES_FILE, FORMAT, META_FILE, VERSION
 
-FORMAT = "sslterm-features"
-VERSION = 1
-FEATURES_FILE = "features.safetensors"
-ENCODER_FILE = "encoder.safetensors"
-META_FILE = "meta.json"
 PROTOCOL = "frozen encoder, eval mode, un-augmented images"
 
 Split = tuple[Tensor, Tensor]

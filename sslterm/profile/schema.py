@@ -356,7 +356,8 @@ class TrainConfig(Section):
         10.0,
         ge=0.0,
         description="Linear warmup epochs, then cosine; at most train.epochs (the default "
-        "shrinks to it, a longer value is an error).",
+        "shrinks to it, a longer value is an error). Where it reaches train.epochs the whole "
+        "run is warmup and the lr never decays: run and profile validate print a note.",
     )
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Final lr / peak lr.")
     precision: Literal["bf16", "fp16", "no"] = Field("bf16", description="Mixed precision.")
@@ -514,20 +515,27 @@ class Profile(Section):
     def _legacy(cls, data: Any) -> Any:
         return move_legacy_keys(data) if isinstance(data, dict) else data
 
-    def _dino_local_size(self) -> None:
-        """Local views are DINO's small crops: a local_size above the image size (the
-        paper's 96 px left on 32 px CIFAR images) would upsample them, silently."""
-        size = self.data.image_size or SMALL_DATASET_SIZE.get(self.data.dataset, 0)
+    def local_size_problem(self, size: int) -> FieldProblem | None:
+        """Local views are DINO's small crops: a local_size above the training image size
+        ``size`` (the paper's 96 px left on 32 px CIFAR images) would upsample them, silently.
+        Checked here where the size is known from the profile, and before launch from the
+        data (image folders: their first image) where it is not."""
         dino = self.dino
         if self.model.method != "dino" or not dino.local_crops or not size or dino.local_size <= size:
-            return
-        raise FieldProblem(
+            return None
+        return FieldProblem(
             "dino.local_size",
             f"must be <= the training image size, {size} px (got {dino.local_size}); about "
             f"half of it, e.g. 16 for 32 px images",
             {"data.image_size": f"must be >= dino.local_size = {dino.local_size} "
                                 f"(got {size}); lower dino.local_size too"},
         )
+
+    def _dino_local_size(self) -> None:
+        problem = self.local_size_problem(
+            self.data.image_size or SMALL_DATASET_SIZE.get(self.data.dataset, 0))
+        if problem is not None:
+            raise problem
 
     def _batched_decode(self) -> None:
         """``data.decode = 'batched'`` reads image files and augments in batch: it needs a

@@ -21,20 +21,26 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sslterm.errors import ProfileError, UserError
 from sslterm.profile.load import CLI, load_profile, locate, parse_override, resolved_toml
-from sslterm.profile.schema import Profile
+from sslterm.profile.schema import FieldProblem, Profile
 from sslterm.runs import scheduler
 from sslterm.runs.store import (
     ACTIVE,
     RunDir,
     atomic_write_text,
+    check_output_dir,
     find_run,
     hold_lock,
     new_run_dir,
+    output_dir_problem,
     utc_now,
 )
+
+if TYPE_CHECKING:
+    from sslterm.data.registry import DataShape
 
 NEVER_SUBMITTED = "its Slurm batch script was never submitted"
 
@@ -83,32 +89,69 @@ def accelerate_command(profile: Profile, run_dir: Path) -> list[str]:
 def check_profile_environment(
     profile: Profile, path: str | Path | None = None, overrides: Sequence[str] = ()
 ) -> None:
-    """Checks that need the data paths or timm (slow imports); run before a run dir exists.
+    """Checks that need the disk, the data or timm (slow imports); run before a run dir exists,
+    so that what can be known before launch never fails in the trainer.
 
     Given the profile's ``path``, their errors become ``ProfileError``s located like
     schema errors: file, line and key (``<command line>`` when an override set the key).
     """
     from sslterm.data.registry import check_data
     from sslterm.models.encoder import check_encoder_name
-    from sslterm.models.init import check_init_from
+    from sslterm.runs.warmstart import check_init_from
+
+    def check_output() -> None:
+        problem = output_dir_problem(profile.launch.output_dir)
+        if problem:
+            raise UserError(f"launch.output_dir: {profile.launch.output_dir}: {problem}")
 
     def check_init() -> None:
         if profile.model.init_from:
             check_init_from(init_source(profile).model.init_from, profile.model.encoder)
 
-    for default_key, check in (("data.root", lambda: check_data(profile.data)),
+    shape = []
+    for default_key, check in (("launch.output_dir", check_output),
+                               ("data.root", lambda: shape.append(check_data(profile.data))),
                                ("model.encoder", lambda: check_encoder_name(profile.model.encoder)),
-                               ("model.init_from", check_init)):
+                               ("model.init_from", check_init),
+                               ("train.batch_size", lambda: check_data_shape(profile, shape[0]))):
         try:
             check()
         except ProfileError:
             raise
         except UserError as exc:
             raise _at_key(exc, default_key, path, overrides) from None
+        except FieldProblem as exc:
+            raise _at_key(UserError(f"{exc.key}: {exc}"), exc.key, path, overrides) from None
 
 
-_KEY_PREFIX = re.compile(r"((?:data|model)\.[a-z_]+): (.*)", re.DOTALL)
-_KEY_MENTION = re.compile(r"(?<!set )\b(?:data|model)\.[a-z_]+\b")  # "or set K" only suggests K
+def check_data_shape(profile: Profile, shape: DataShape) -> None:
+    """What the data decides about the profile: a batch larger than the training images
+    (the trainer would fail at its first epoch) and DINO local crops larger than images
+    whose size only the files tell (image folders with ``data.image_size = 0``)."""
+    from sslterm.data.registry import held_out
+
+    problem = profile.local_size_problem(shape.image_size)
+    if problem is not None:
+        raise problem
+    batch, fraction = profile.train.batch_size, profile.data.val_fraction
+    bound = batch
+    while bound - held_out(bound, fraction) < batch:  # enough images to stop counting at
+        bound += max(1, bound // 8)
+    n = shape.count_train(bound)
+    n_val = held_out(n, fraction)
+    if n - n_val < batch:
+        kept = f"{n} images, {n_val} held out by data.val_fraction = {fraction:g}" if n_val else (
+            f"{n} images")
+        raise FieldProblem(
+            "train.batch_size",
+            f"{batch} is larger than the {n - n_val} training images of {profile.data.dataset} "
+            f"({kept}); lower it to at most {n - n_val}",
+        )
+
+
+_SECTIONS = "|".join(Profile.model_fields)
+_KEY_PREFIX = re.compile(rf"((?:{_SECTIONS})\.[a-z_]+): (.*)", re.DOTALL)
+_KEY_MENTION = re.compile(rf"(?<!set )\b(?:{_SECTIONS})\.[a-z_]+\b")  # "or set K" only suggests K
 
 
 def _at_key(
@@ -193,6 +236,7 @@ def start_run(
     """Validate, create the run directory and start the run; returns at once."""
     profile = load_profile(profile_path, overrides)
     if output_dir:
+        check_output_dir(output_dir)
         profile.launch.output_dir = output_dir
     if check:
         check_profile_environment(profile, profile_path, overrides)

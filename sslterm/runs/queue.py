@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from sslterm.errors import ProfileError, UserError
-from sslterm.runs.store import ACTIVE, RunDir, iter_runs, utc_now
+from sslterm.runs.store import ACTIVE, RunDir, check_output_dir, iter_runs, utc_now
 
 QUEUE_DIR = ".queue"
 _PKG_ROOT = str(Path(__file__).resolve().parents[2])
@@ -95,6 +95,7 @@ def enqueue(
     from sslterm.profile.load import validate_text
 
     validate_text(text, source or f"{stem}.toml", overrides)
+    check_output_dir(output_dir)
     qdir = queue_dir(output_dir)
     qdir.mkdir(parents=True, exist_ok=True)
     item = {

@@ -26,7 +26,7 @@ from sslterm.profile.schema import Profile
 from sslterm.runs import scheduler
 from sslterm.runs.launcher import check_profile_environment, create_run
 from sslterm.runs.scheduler import SCRIPT_NAME
-from sslterm.runs.store import RunDir
+from sslterm.runs.store import RunDir, check_output_dir
 
 # Recorded as launch.main_process_ip in the frozen profile: the real address is only
 # known once Slurm has picked the nodes (the script asks scontrol for it).
@@ -152,6 +152,7 @@ def _job_profile(args: argparse.Namespace, overrides: list[str]) -> tuple[Profil
              "launch.machine_rank=0", f"launch.main_process_ip={json.dumps(SLURM_MAIN_HOST)}"]
     profile = load_profile(args.profile, [*overrides, *shape])
     if args.output_dir:
+        check_output_dir(args.output_dir)
         profile.launch.output_dir = args.output_dir
     return profile, nodes, gpus
 

@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -142,12 +143,17 @@ class RunDir:
         A run held elsewhere (a Slurm job) is only as true as its status.json here; ask
         :func:`sslterm.runs.scheduler.run_state` for the scheduler's view."""
         status = self.read_status()
-        state = status.get("state", "queued")
-        error = status.get("error") or ""
-        local = status.get("host") == socket.gethostname()
-        if state in ACTIVE and local and not self.is_locked():
-            return "failed", error or f"trainer process {status.get('pid')} died without finishing"
-        return state, error
+        if status.get("state") in ACTIVE and status.get("host") == socket.gethostname():
+            if self.is_locked():
+                return status["state"], status.get("error") or ""
+            # The supervisor writes the final status, then releases the lock: a free lock
+            # seen after an active status may belong to a run that ended between the two
+            # reads. Only the status read after the lock was found free tells.
+            status = self.read_status()
+            if status.get("state") in ACTIVE:
+                error = status.get("error") or ""
+                return "failed", error or f"trainer process {status.get('pid')} died without finishing"
+        return status.get("state", "queued"), status.get("error") or ""
 
 
 def hold_lock(run: RunDir) -> int:
@@ -164,11 +170,54 @@ def hold_lock(run: RunDir) -> int:
     return fd
 
 
+def _not_a_folder(path: Path) -> tuple[Path, str | None]:
+    """The nearest existing folder of ``path`` (itself or a parent), and why ``path`` can
+    never be a folder when a file stands in the way."""
+    probe_in = path
+    while not probe_in.exists() and probe_in != probe_in.parent:
+        probe_in = probe_in.parent
+    if probe_in.is_dir():
+        return probe_in, None
+    return probe_in, f"{'' if probe_in == path else f'{probe_in} '}is a file, not a folder"
+
+
+def output_dir_problem(output_dir: Path | str) -> str | None:
+    """Why run directories cannot be made in ``output_dir``, or None when they can.
+
+    Tried for real (a probe folder made and removed in the folder, or in its nearest
+    existing parent): permission bits alone do not tell (root on /sys or /proc)."""
+    probe_in, problem = _not_a_folder(Path(output_dir).expanduser().absolute())
+    if problem:
+        return problem
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".sslterm-probe-", dir=probe_in))
+    except OSError as exc:
+        return f"cannot create folders in {probe_in} ({exc.strerror or exc})"
+    return None
+
+
+def check_output_dir(output_dir: Path | str) -> None:
+    """Raise a one-line ``UserError`` when runs cannot be created in ``output_dir``."""
+    problem = output_dir_problem(output_dir)
+    if problem:
+        raise UserError(f"output folder {output_dir}: {problem}")
+
+
+def check_runs_folder(output_dir: Path | str) -> None:
+    """A folder to list runs from: missing is fine (no runs yet), a file in its way is not."""
+    _, problem = _not_a_folder(Path(output_dir).expanduser().absolute())
+    if problem:
+        raise UserError(f"output folder {output_dir}: {problem}")
+
+
 def new_run_dir(output_dir: Path | str, name: str) -> RunDir:
     """Create ``<name>-<UTC timestamp>[-n]``; ``mkdir`` is atomic, so runs started
     in the same second still get distinct directories."""
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # checked before launch; this is the race or the odd file system
+        raise UserError(f"output folder {output_dir}: {output_dir_problem(out) or exc}") from None
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     base = f"{name}-{stamp}"
     for n in range(1000):
@@ -177,6 +226,8 @@ def new_run_dir(output_dir: Path | str, name: str) -> RunDir:
             path.mkdir()
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise UserError(f"output folder {output_dir}: {output_dir_problem(out) or exc}") from None
         return RunDir(path)
     raise UserError(f"{out}: could not create a run directory for {name}")
 

@@ -69,7 +69,9 @@ log their own scalars): see :func:`series_name`."""
 SERIES_SKIP = frozenset({"v", "t", "epoch", "step"})
 """Event keys that are positions, not metrics."""
 ETA_WINDOW = 200
-"""Step events the ETA's rate is measured over (recent speed, evaluations included)."""
+"""Step events of the current launch the ETA's training speed is measured over."""
+ETA_ENDS = 20
+"""Epoch ends (evaluations, checkpoints) whose mean cost the ETA adds for each one to come."""
 
 SAMPLE_BYTES = 2 << 20
 TAIL_BYTES = 256 << 10
@@ -295,6 +297,60 @@ class Series:
         self._other = None
 
 
+# -- time left ---------------------------------------------------------------------------
+class EtaClock:
+    """The time a live run still needs, from its step events: the steps left at the current
+    launch's training speed (its last :data:`ETA_WINDOW` step events, within epochs) plus,
+    for each epoch end to come, the mean cost of the last :data:`ETA_ENDS` epoch ends seen
+    in the run, earlier launches included (validation, linear eval and checkpoints happen
+    there). A launch's first steps alone, right after a start or a resume, would promise the
+    run without its evaluations. The runs table and ``sslterm run``'s line both use it."""
+
+    def __init__(self) -> None:
+        self.recent: deque[tuple[float, float, float]] = deque(maxlen=ETA_WINDOW)
+        """(t, step, 0-based epoch) of this launch's step events."""
+        self.ends: deque[tuple[float, float]] = deque(maxlen=ETA_ENDS)
+        """(seconds, steps) between the step events on either side of an epoch end."""
+
+    def launch(self) -> None:
+        """A new launch (``run_started``): its speed is measured afresh; the cost of epoch
+        ends is the run's, and stays."""
+        self.recent.clear()
+
+    def step(self, t: float, step: float, epoch: float) -> None:
+        """A ``step`` event; one in a later epoch than the one before brackets an epoch end."""
+        if self.recent:
+            ta, sa, ea = self.recent[-1]
+            if epoch > ea and step > sa and t >= ta:
+                self.ends.append((t - ta, step - sa))
+        self.recent.append((t, step, epoch))
+
+    def remaining(
+        self, total: int | None, epochs: int | None, now: float | None = None
+    ) -> float | None:
+        """Seconds until the run's last step and epoch end, counting down from the last step
+        event to ``now``; None before this launch logged two steps."""
+        if total is None or len(self.recent) < 2:
+            return None
+        recent = list(self.recent)
+        t1, s1, e1 = recent[-1]
+        pairs = zip(recent[:-1], recent[1:], strict=True)
+        in_epoch = [(tb - ta, sb - sa) for (ta, sa, ea), (tb, sb, eb) in pairs
+                    if eb == ea and sb > sa]
+        if in_epoch:
+            step_time = sum(d[0] for d in in_epoch) / sum(d[1] for d in in_epoch)
+            end_cost = (sum(max(0.0, dt - ds * step_time) for dt, ds in self.ends)
+                        / len(self.ends)) if self.ends else 0.0
+            ends_left = max(0, (epochs or 0) - int(e1))
+        else:  # one step event an epoch (log_every >= steps_per_epoch): the rate holds the ends
+            t0, s0, _ = recent[0]
+            if s1 <= s0 or t1 <= t0:
+                return None
+            step_time, end_cost, ends_left = (t1 - t0) / (s1 - s0), 0.0, 0
+        left = max(0.0, total - s1) * step_time + ends_left * end_cost
+        return max(0.0, left - max(0.0, (now or time.time()) - t1))
+
+
 # -- one run ----------------------------------------------------------------------------
 @dataclass
 class RunSummary:
@@ -314,6 +370,9 @@ class RunSummary:
     pgid: int | None = None
     """The live run's process group (its trainer processes are in it), from status.json."""
     epoch: int | None = None
+    """Epochs completed (``3`` of 30: epochs 0-2 are done, 3 may be under way), the same
+    number while a run lives, after it ended and across a resume, which continues from a
+    checkpoint with this many epochs done. None before anything was logged."""
     epochs: int | None = None
     steps_per_epoch: int | None = None
     step: int | None = None
@@ -348,9 +407,7 @@ class RunSummary:
     _t0: float | None = field(default=None, repr=False)
     _segment: float | None = field(default=None, repr=False)
     _worked: float | None = field(default=None, repr=False)  # the last event of a launch
-    _recent: deque[tuple[float, float]] = field(
-        default_factory=lambda: deque(maxlen=ETA_WINDOW), repr=False
-    )
+    _clock: EtaClock = field(default_factory=EtaClock, repr=False)
 
     @property
     def id(self) -> str:
@@ -380,17 +437,10 @@ class RunSummary:
         return self.epochs * self.steps_per_epoch if self.epochs and self.steps_per_epoch else None
 
     def eta(self, now: float | None = None) -> float | None:
-        """Seconds until a live run's last step at its recent speed (the last
-        :data:`ETA_WINDOW` logged steps of this launch, evaluations included), counting
-        from its last step event; None for ended runs or before two steps were logged."""
-        total = self.total_steps
-        if not self.alive or total is None or len(self._recent) < 2:
+        """Seconds until a live run ends (:meth:`EtaClock.remaining`); None for ended runs."""
+        if not self.alive:
             return None
-        (t0, s0), (t1, s1) = self._recent[0], self._recent[-1]
-        if s1 <= s0 or t1 <= t0:
-            return None
-        remaining = max(0.0, total - s1) * (t1 - t0) / (s1 - s0)
-        return max(0.0, remaining - max(0.0, (now or time.time()) - t1))
+        return self._clock.remaining(self.total_steps, self.epochs, now)
 
     def update(self, events: bool = True) -> bool:
         """Read what changed since the last call (``events=False``: status only, which is
@@ -503,7 +553,7 @@ class RunSummary:
         if kind == "run_started":
             self._close_segment(self._worked)  # a start without an end: killed
             self._segment = launch_start(e, t, self._worked)
-            self._recent.clear()
+            self._clock.launch()
         if t is not None:
             self.last_event = t
             if kind != "run_resumed":  # written by the next launch, before its run_started
@@ -532,16 +582,16 @@ class RunSummary:
         epoch = _finite(e.get("epoch"))
         if step is not None:
             self.step = int(step)
-        if epoch is not None and kind in ("step", "epoch", "val", "probe"):
-            # 0-based epoch of the work done (a checkpoint's 'epoch' is the next one)
-            self.epoch = max(self.epoch or 0, int(epoch) + 1)
+        done = epochs_done(kind, epoch)
+        if done is not None:
+            self.epoch = max(self.epoch or 0, done)
         xe = epoch or 0.0
         if step is not None and self.steps_per_epoch:
             xe = step / self.steps_per_epoch
         xs = step if step is not None else 0.0
         xt = (t - self._t0) if (t is not None and self._t0 is not None) else 0.0
-        if kind == "step" and step is not None and t is not None:
-            self._recent.append((t, step))
+        if kind == "step" and step is not None and t is not None and count == 1:
+            self._clock.step(t, step, epoch or 0.0)
         for name, value in _metrics(kind, e):
             v = _finite(value)
             if v is None:
@@ -584,13 +634,60 @@ class RunSummary:
             series.truncate_after(step)
         self.step = int(step)
         epoch = _finite(e.get("epoch"))
-        if epoch is not None:
+        if epoch is not None:  # the checkpoint's epoch: the epochs it holds complete
             self.epoch = int(epoch)
         for name in ("knn", "linear", "lr", "ips"):
             values = self.series[name].value
             setattr(self, name, values[-1] if values else None)
         losses = self.series["loss"].value
         self.last_loss = losses[-1] if losses else None
+
+
+def epochs_done(kind: Any, epoch: float | None) -> int | None:
+    """How many epochs an event says are complete. Its ``epoch`` is 0-based: ``epoch``,
+    ``val``, ``probe`` and ``run_finished`` come after that epoch ended (``epoch + 1``
+    done); a ``step`` is work inside it (``epoch`` done before it); ``checkpoint``,
+    ``run_stopped`` and ``run_resumed`` name the position training continues from, which
+    is the number done. None for other events."""
+    if epoch is None:
+        return None
+    if kind in ("epoch", "val", "probe", "run_finished"):
+        return int(epoch) + 1
+    if kind in ("step", "checkpoint", "run_stopped", "run_resumed"):
+        return int(epoch)
+    return None
+
+
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """``1 epoch``, ``2 epochs``, ``0 epochs`` (``nouns``: an irregular plural), for every
+    count the CLI and the trainer print."""
+    return f"{n} {noun if n == 1 else (nouns or noun + 's')}"
+
+
+def stopped_words(
+    done: int, epochs: int | None, step: int | None, mid_epoch: bool | None
+) -> str:
+    """What a stop left, in the 0-based epoch numbers the log and the epoch lines use:
+    ``stopped after epoch 2 (3 of 30 epochs done)``, ``stopped in epoch 3 at step 95 (3 of 30
+    epochs done)``. ``done``: epochs complete (``run_stopped``'s ``epoch``); ``mid_epoch``:
+    whether the epoch after them had begun (None: unknown)."""
+    count = f"{done} of {plural(epochs, 'epoch')}" if epochs else plural(done, "epoch")
+    count = f"({count} done)"
+    at = "" if step is None else f" at step {step}"
+    if mid_epoch:
+        return f"stopped in epoch {done}{at} {count}"
+    if mid_epoch is None:
+        return f"stopped{at} {count}"
+    if done == 0:
+        return f"stopped before epoch 0 began {count}"
+    return f"stopped after epoch {done - 1} {count}"
+
+
+def newest_first(summaries: Iterable[RunSummary]) -> list[RunSummary]:
+    """Runs newest first by creation (a resume does not move a run to the top); runs with
+    no time yet by their id's stamp. The order of the app's runs table and ``sslterm runs``."""
+    return sorted(summaries, key=lambda s: (s.created or s.started or 0.0, _stamp(s.id)),
+                  reverse=True)
 
 
 def launch_start(started: dict[str, Any], t: float | None, before: float | None) -> float | None:
@@ -723,12 +820,8 @@ class RunIndex:
         return changed, removed
 
     def ordered(self) -> list[RunSummary]:
-        """Newest first by creation (a resume does not move a run to the top)."""
-        return sorted(
-            self.runs.values(),
-            key=lambda s: (s.created or s.started or 0.0, _stamp(s.id)),
-            reverse=True,
-        )
+        """Newest first by creation (:func:`newest_first`)."""
+        return newest_first(self.runs.values())
 
 
 def _safe_update(summary: RunSummary, events: bool = True) -> bool:

@@ -102,7 +102,7 @@ def supervise(run_dir: str, cmd: list[str]) -> int:
     run.stop_file.unlink(missing_ok=True)
     pgid = os.getpgid(0)
     run.update_status(state="running", pid=os.getpid(), pgid=pgid, host=socket.gethostname(),
-                      started=utc_now(), ended=None, exit_code=None, error=None)
+                      started=utc_now(), ended=None, exit_code=None, error=None, user_error=None)
 
     signalled = False
 
@@ -124,7 +124,10 @@ def supervise(run_dir: str, cmd: list[str]) -> int:
     while _group_members(pgid) and time.time() < deadline:
         time.sleep(0.2)
     state, error = final_state(run, code, signalled)
-    run.update_status(state=state, ended=utc_now(), exit_code=code, error=error or None)
+    errors = rank_errors(run) if state == "failed" else []
+    user_error = bool(errors) and bool(root_cause(errors).get("user"))
+    run.update_status(state=state, ended=utc_now(), exit_code=code, error=error or None,
+                      user_error=user_error or None)
     run.stop_file.unlink(missing_ok=True)
     os.close(lock_fd)
     return 0 if state in ("finished", "stopped") else 1

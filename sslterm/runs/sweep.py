@@ -24,7 +24,7 @@ from typing import Any
 
 from sslterm.errors import UserError
 from sslterm.runs import queue
-from sslterm.runs.store import ACTIVE, RunDir, atomic_write_text, utc_now
+from sslterm.runs.store import ACTIVE, RunDir, atomic_write_text, check_output_dir, utc_now
 
 SWEEPS_DIR = ".sweeps"
 NAME_MAX = 100
@@ -145,6 +145,7 @@ def create_sweep(
                  for p, n in zip(points, names, strict=True)]
     for point in overrides:
         validate_text(text, str(path), point)
+    check_output_dir(output_dir)
     target = _new_record(sweeps_dir(output_dir), f"{stem}-sweep")
     sweep = Sweep(target.stem, target, str(path), tuple(k for k, _ in swept), tuple(points),
                   tuple(names), parallel, utc_now())

@@ -47,6 +47,7 @@ from sslterm.profile.schema import Profile, move_legacy_keys
 from sslterm.runs import checkpoints as ckpt
 from sslterm.runs.events import EventWriter, append_resumed
 from sslterm.runs.store import RunDir, atomic_write_text
+from sslterm.runs.summary import plural, stopped_words
 from sslterm.train import trackers
 from sslterm.train.batches import Batches
 from sslterm.train.evaluation import (
@@ -378,8 +379,10 @@ class Trainer:
             f"{p.model.method} with {p.model.encoder} on {p.data.dataset}: "
             f"{len(self.splits.train)} train / {len(self.splits.val)} val / "
             f"{len(self.splits.test)} test images, "
-            f"{self.world} process(es), {self.steps_per_epoch} steps/epoch"
+            f"{plural(self.world, 'process', 'processes')}, {self.steps_per_epoch} steps/epoch"
         )
+        if self.init_weights:  # a warm start; a resume loads its own checkpoint instead
+            self.log(f"warm start (model.init_from): encoder weights from {self.init_weights}")
         self.log(f"views: {describe_views(self.batches.views)}")
         self.log(f"data path: {self.batches.path} ({self.batches.reason})")
         self.log(eval_cost(p.probe, len(self.splits.train), len(self.splits.val),
@@ -397,8 +400,11 @@ class Trainer:
             else:
                 self.sync_batchnorm()
                 path = self.save_checkpoint(pos, complete_epoch=False)
-            self.log(f"stopped at epoch {pos.epoch} step {pos.global_step}; resume continues here")
-            self.emit("run_stopped", epoch=pos.epoch, step=pos.global_step, checkpoint=path)
+            mid_epoch = pos.step_in_epoch > 0
+            words = stopped_words(pos.epoch, t.epochs, pos.global_step, mid_epoch)
+            self.log(f"{words}; resume continues here")
+            self.emit("run_stopped", epoch=pos.epoch, step=pos.global_step, checkpoint=path,
+                      epochs=t.epochs, mid_epoch=mid_epoch)
             return
         results = self.finish()
         self.emit("run_finished", epoch=t.epochs - 1, step=pos.global_step, results=results)
@@ -591,7 +597,7 @@ def run_training(run_dir: str) -> int:
             cause = root_cause(run, record)
             trainer.open_events()
             trainer.emit("run_failed", error=cause["error"], traceback=cause["traceback"],
-                         rank=cause["rank"])
+                         rank=cause["rank"], user=bool(cause.get("user")))
         print(f"[sslterm] rank {rank} failed: {record['error']}", flush=True)
         if not isinstance(exc, (UserError, TrainingError, KeyboardInterrupt)):
             traceback.print_exc()

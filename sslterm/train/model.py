@@ -5,6 +5,7 @@ a checkpoint's state dict loads into either."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from torch import nn
 
@@ -12,8 +13,18 @@ import sslterm.methods  # noqa: F401  (registers the built-in methods)
 from sslterm.methods.base import Method
 from sslterm.methods.registry import get_method
 from sslterm.models import create_encoder
-from sslterm.models.init import load_init_weights
+from sslterm.models.init import load_encoder_state
 from sslterm.profile.schema import Profile
+from sslterm.runs.warmstart import check_init_from, init_state
+
+
+def load_init_weights(encoder: nn.Module, source: str | Path) -> Path:
+    """Copy ``source``'s encoder weights (``model.init_from``: a run, checkpoint, export or
+    file, as :func:`sslterm.runs.warmstart.weights_file` resolves it) into ``encoder``;
+    returns the file read."""
+    file = check_init_from(source)
+    load_encoder_state(encoder, init_state(file), file)
+    return file
 
 
 @dataclass

@@ -25,7 +25,8 @@ def write_rank_error(run: RunDir, rank: int, exc: BaseException) -> dict[str, st
         else f"{type(exc).__name__}: {exc}"
     )
     record = {"rank": rank, "error": summary.splitlines()[0] if summary else type(exc).__name__,
-              "traceback": "".join(traceback.format_exception(exc))[-4000:]}
+              "traceback": "".join(traceback.format_exception(exc))[-4000:],
+              "user": isinstance(exc, UserError)}  # input to fix: the CLI exits 2
     atomic_write_text(run.path / f"error-rank{rank}.json", json.dumps(record, indent=2))
     return record
 

@@ -78,9 +78,13 @@ class SSLTermApp(App):
         poll_interval: float = 1.0,
         system_monitor: SystemMonitor | None = None,
         env_check_delay: float | None = ENV_CHECK_DELAY,
+        figures_dir: str | Path | None = None,
     ) -> None:
         """``env_check_delay``: see :data:`ENV_CHECK_DELAY`; None turns the composer's data
-        path and encoder checks off (a launch still makes them)."""
+        path and encoder checks off (a launch still makes them). ``figures_dir``: where
+        ``f`` saves figures (None: ``$SSLTERM_FIGURES``, else ``./figures``)."""
+        from sslterm.tui.figures import figures_folder
+
         super().__init__()
         self.index = RunIndex(output_dir)
         self.output_dir = Path(output_dir)
@@ -98,6 +102,10 @@ class SSLTermApp(App):
         self.env_check_delay = env_check_delay
         self.composer: ComposerScreen | None = None
         """The composer, once it was opened (it keeps its document across views)."""
+        self.figures_dir = figures_folder(figures_dir)
+        """Where ``f`` saves figures (absolute)."""
+        self.runs_columns: tuple[str, ...] | None = None
+        """The runs table's columns the user chose (``o``; None: all), for the session."""
 
     def on_mount(self) -> None:
         self.set_interval(self.poll_interval, self.poll)
@@ -166,11 +174,39 @@ class SSLTermApp(App):
                 answer,
             )
 
+    # -- keys: a dialog over the view, which keeps its layout (a side panel squeezed it) ----
     def action_toggle_keys(self) -> None:
-        if self.screen.query("HelpPanel"):
-            self.action_hide_help_panel()
+        from sslterm.tui.screens.dialogs import KeysScreen
+
+        if isinstance(self.screen, KeysScreen):
+            self.screen.dismiss(None)
         else:
             self.action_show_help_panel()
+
+    def action_show_help_panel(self) -> None:
+        """Every key of the current view (also the command palette's "Keys")."""
+        from sslterm.tui.screens.dialogs import KeysScreen
+
+        screen = self.screen
+        if not isinstance(screen, KeysScreen):
+            self.push_screen(KeysScreen(screen_keys(self, screen), self.help_notes(screen)))
+
+    def action_hide_help_panel(self) -> None:
+        from sslterm.tui.screens.dialogs import KeysScreen
+
+        if isinstance(self.screen, KeysScreen):
+            self.screen.dismiss(None)
+
+    def help_notes(self, screen: Screen) -> list[str]:
+        """Lines under the keys: what a key does that its name cannot say."""
+        from sslterm.tui.figures import FIGURES_ENV
+
+        notes = []
+        if hasattr(screen, "action_pick_columns"):
+            notes.append("o: the table's columns, for this session · enter: a run's full id")
+        if hasattr(screen, "action_save_figure"):
+            notes.append(f"f saves figures in {self.figures_dir} ({FIGURES_ENV}=DIR: elsewhere)")
+        return notes
 
     # -- command palette: every key of the current screen is a command ---------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
@@ -190,7 +226,31 @@ class SSLTermApp(App):
             )
 
 
-def run_app(output_dir: str = "./runs", profiles_dir: str = "profiles") -> int:
+def screen_keys(app: App, screen: Screen) -> list[tuple[str, str]]:
+    """(key, what it does) of every key active on ``screen``: the view's own first, then
+    those of the focused widget, Textual's (focus moves, ...), the app's."""
+    own = {b.action for b in type(screen).BINDINGS if isinstance(b, Binding)}
+    rank: list[tuple[int, str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for active in screen.active_bindings.values():
+        binding = active.binding
+        if not binding.description:
+            continue
+        shown = (binding.key_display or app.get_key_display(binding), binding.description)
+        if shown in seen:
+            continue
+        seen.add(shown)
+        if active.node is screen:
+            order = 0 if binding.action in own else 2
+        else:
+            order = 3 if active.node is app else 1
+        rank.append((order, *shown))
+    return [(key, what) for _, key, what in sorted(rank, key=lambda r: r[0])]
+
+
+def run_app(
+    output_dir: str = "./runs", profiles_dir: str = "profiles", figures_dir: str | None = None
+) -> int:
     """Entry point for ``sslterm`` without arguments."""
-    SSLTermApp(output_dir, profiles_dir).run()
+    SSLTermApp(output_dir, profiles_dir, figures_dir=figures_dir).run()
     return 0

@@ -69,3 +69,22 @@ def bar(fraction: float, width: int = 20) -> str:
     fraction = min(1.0, max(0.0, fraction))
     full = round(fraction * width)
     return "█" * full + "░" * (width - full)
+
+
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """``1 key``, ``2 keys``, ``0 keys`` (``nouns``: an irregular plural)."""
+    return f"{n} {noun if n == 1 else (nouns or noun + 's')}"
+
+
+def elide(text: str, width: int, tail: int = 7, head: int = 3) -> str:
+    """``text`` in at most ``width`` cells, the middle replaced by ``…``: up to ``tail``
+    last characters stay (a run id's time of day: what tells a profile's runs apart),
+    and the start with at least ``head`` characters where there is room (its name)."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    tail = max(0, min(tail, width - 1 - head, len(text)))
+    if tail == 0:
+        return text[: width - 1] + "…"
+    return text[: width - 1 - tail] + "…" + text[-tail:]

@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Any
 
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -67,6 +68,46 @@ def results_rows(runs: list[RunSummary], results: list[Any]) -> list[tuple[str, 
     return rows
 
 
+CELL_PAD = 2
+"""Cells a DataTable column adds to its text."""
+LEAST = 8
+"""The narrowest a column of a run gets before the table scrolls."""
+
+
+def share_widths(
+    room: int, label: int, runs: list[int], pad: int = CELL_PAD, least: int = LEAST
+) -> tuple[int, list[int]]:
+    """Widths of a table's label column and of its one column per run: the natural ones
+    (``label``, ``runs``) when they fit in ``room`` cells; otherwise the label column takes
+    at most two fifths and the runs share the rest, each at least ``least`` wide (more runs
+    than that fits scroll). ``room`` <= 0 (not laid out yet): the natural widths."""
+    if room <= 0 or label + pad + sum(w + pad for w in runs) <= room:
+        return label, list(runs)
+    label = min(label, max(least, room * 2 // 5 - pad))
+    each = max(least, (room - label - pad) // max(1, len(runs)) - pad)
+    return label, [min(w, each) for w in runs]
+
+
+def fill_table(
+    table: DataTable, label: str, ids: list[str], rows: list[tuple[str, list[str]]]
+) -> None:
+    """``table`` anew: a label column headed ``label``, a column per run (headed by its id,
+    elided to fit), ``rows`` of (label, one cell per run); every run's column fits the
+    table's width where it can."""
+    natural = [max([len(rid), *(len(v[i]) for _, v in rows)]) for i, rid in enumerate(ids)]
+    first = max([len(label), *(len(k) for k, _ in rows)])
+    inner = table.region.shrink(table.styles.gutter)  # with room for a scrollbar if it needs one
+    bar = table.styles.scrollbar_size_vertical if len(rows) + 1 > inner.height else 0
+    first, widths = share_widths(inner.width - bar, first, natural)
+    table.clear(columns=True)
+    table.add_column(Text(label), key="key", width=first)
+    for rid, width in zip(ids, widths, strict=True):
+        table.add_column(Text(fmt.elide(rid, width)), key=rid, width=width)
+    for key, values in rows:
+        cells = [fmt.elide(v, w, tail=w // 2) for v, w in zip(values, widths, strict=True)]
+        table.add_row(Text(fmt.elide(key, first, tail=first // 2)), *map(Text, cells), key=key)
+
+
 class CompareScreen(Screen):
     """Space picks runs in the list; the chart and the table follow the picks."""
 
@@ -103,6 +144,11 @@ class CompareScreen(Screen):
         self.query_one("#compare-runs").border_title = "runs (space: pick)"
         self.query_one("#results").border_title = "final results"
         self.runs_updated()
+        self.call_after_refresh(self._show)  # laid out: the tables' columns fit the width
+
+    def on_resize(self) -> None:
+        if self.is_mounted:
+            self._show()
 
     def on_screen_resume(self) -> None:
         self.runs_updated()
@@ -171,12 +217,7 @@ class CompareScreen(Screen):
     def _show_results(self, picked: list[RunSummary]) -> None:
         table = self.query_one("#results", DataTable)
         rows = results_rows(picked, [self._read_results(s) for s in picked])
-        table.clear(columns=True)
-        table.add_column("")
-        for s in picked:
-            table.add_column(s.id, key=s.id)
-        for label, values in rows:
-            table.add_row(label, *values, key=label)
+        fill_table(table, "", [s.id for s in picked], rows)
 
     @on(MetricChart.CursorMoved)
     def _cursor_moved(self, event: MetricChart.CursorMoved) -> None:
@@ -198,21 +239,20 @@ class CompareScreen(Screen):
     def _show_diff(self, picked: list[str]) -> None:
         table = self.query_one("#diff", DataTable)
         title = self.query_one("#diff-title", Static)
-        table.clear(columns=True)
         if len(picked) < 2:
+            table.clear(columns=True)
             title.update("Pick two or more runs (space) to see the profile keys that differ.")
             return
         diff = differing_keys([normalise_paths(self._profile(r)) for r in picked])
+        n = len(diff)
         title.update(
-            f"{len(diff)} profile key{'s' if len(diff) != 1 else ''} differ"
+            f"{fmt.plural(n, 'profile key')} {'differs' if n == 1 else 'differ'}"
             if diff
             else "The profiles are identical."
         )
-        table.add_column("key", key="key")
-        for rid in picked:
-            table.add_column(rid, key=rid)
-        for key, values in diff:
-            table.add_row(key, *("—" if v is None else format_value(v) for v in values), key=key)
+        rows = [(key, ["—" if v is None else format_value(v) for v in values])
+                for key, values in diff]  # fmt: skip
+        fill_table(table, "key", picked, rows)
 
     def action_cycle_metric(self) -> None:
         runs = self.app.index.runs

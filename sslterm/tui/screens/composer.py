@@ -17,7 +17,9 @@ import tempfile
 from functools import partial
 from pathlib import Path
 
+from rich.markup import escape
 from rich.syntax import Syntax
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -32,6 +34,7 @@ from sslterm.errors import ProfileError, UserError
 from sslterm.profile import edit
 from sslterm.profile.load import validate_text
 from sslterm.profile.schema import METHOD_SECTIONS, Profile
+from sslterm.tui.notes import notify_plain
 from sslterm.tui.screens.dialogs import ConfirmScreen, PathPrompt, ProfilePicker
 from sslterm.tui.widgets.modebar import ModeBar
 from sslterm.tui.widgets.profile_form import FieldChanged, FieldEditor, FieldTable
@@ -55,6 +58,7 @@ class ComposerScreen(Screen):
     """Enter edits the highlighted field, Escape/Enter goes back to the list (where the
     digits switch views); the ctrl keys work everywhere."""
 
+    AUTO_FOCUS = "#fields"
     BINDINGS = [
         Binding("ctrl+o", "open", "Open"),
         Binding("ctrl+s", "save", "Save"),
@@ -85,8 +89,10 @@ class ComposerScreen(Screen):
         with Horizontal():
             with Vertical(id="form-pane"):
                 yield Static(id="composer-title")
-                yield FieldTable(method_fields(self.doc), id="fields")
+                # the editor above the list: a choice's dropdown opens downwards over the
+                # list, never over the field's help or the footer
                 yield FieldEditor(id="editor")
+                yield FieldTable(method_fields(self.doc), id="fields")
             with Vertical(id="preview-pane"):
                 yield Static(id="validation")
                 with VerticalScroll(id="toml-scroll"):
@@ -141,7 +147,7 @@ class ComposerScreen(Screen):
         try:
             doc = edit.load_document(path)
         except (ProfileError, OSError) as exc:
-            self.notify(str(exc), severity="error", timeout=8)
+            notify_plain(self, str(exc), severity="error", timeout=8)
             return False
         self._set_doc(doc, None if copy else path, path.stem, str(path))
         return True
@@ -151,7 +157,7 @@ class ComposerScreen(Screen):
         try:
             doc = edit.parse_document(text, origin)
         except ProfileError as exc:
-            self.notify(str(exc), severity="error", timeout=8)
+            notify_plain(self, str(exc), severity="error", timeout=8)
             return
         self._set_doc(doc, None, stem, origin)
         self.dirty = True
@@ -163,7 +169,7 @@ class ComposerScreen(Screen):
         self.doc, self.path, self.stem, self.origin = doc, path, stem, origin
         self.dirty = bool(moved)
         if moved:
-            self.notify(f"moved {', '.join(moved)} to [simclr], where they are now; save to keep")
+            notify_plain(self, f"moved {', '.join(moved)} to [simclr], where they are now; save to keep")
         self.fields.show_fields(method_fields(doc), doc)
         self.fields.load(doc)
         self._refresh()
@@ -208,7 +214,7 @@ class ComposerScreen(Screen):
         )
         where = str(self.path) if self.path else f"{self.origin} → unsaved ({self.stem})"
         self.query_one("#composer-title", Static).update(
-            f"[b]{where}[/b]{' [reverse] modified [/reverse]' if self.dirty else ''}"
+            f"[b]{escape(where)}[/b]{' [reverse] modified [/reverse]' if self.dirty else ''}"
         )
         self.query_one(ModeBar).note = where
 
@@ -249,7 +255,7 @@ class ComposerScreen(Screen):
         else:
             more = problems[1:]
             extra = f"  (+{len(more)} more: {', '.join(str(p.key) for p in more)})" if more else ""
-            status.update(f"✗ {err}{extra}")
+            status.update(Text(f"✗ {err}{extra}"))  # the CLI's line as written, never markup
         status.set_class(err is not None, "-error")
 
     # -- actions ------------------------------------------------------------------------------
@@ -300,17 +306,17 @@ class ComposerScreen(Screen):
         try:
             edit.save_document(self.doc, path)
         except OSError as exc:
-            self.notify(f"cannot save {path}: {exc}", severity="error", timeout=8)
+            notify_plain(self, f"cannot save {path}: {exc}", severity="error", timeout=8)
             return
         self.path, self.stem, self.origin, self.dirty = path, path.stem, str(path), False
         self._refresh()
         note = "" if self.error is None else " (it does not validate yet)"
-        self.notify(f"saved {path}{note}", severity="warning" if self.error else "information")
+        notify_plain(self, f"saved {path}{note}", severity="warning" if self.error else "information")
 
     def _refuse_invalid(self) -> bool:
         if self.error is None:
             return False
-        self.notify(str(self.error), title="fix the profile first", severity="error", timeout=8)
+        notify_plain(self, str(self.error), title="fix the profile first", severity="error", timeout=8)
         if self.fields.error_key:
             self.edit_field(self.fields.error_key)
         return True
@@ -322,7 +328,7 @@ class ComposerScreen(Screen):
             self.notify("a launch is already on its way", severity="warning")
             return
         self.launching = True
-        self.notify(f"starting {self.stem}… (checking data and encoder)")
+        notify_plain(self, f"starting {self.stem}… (checking data and encoder)")
         use_file = self.path if self.path is not None and not self.dirty else None
         self._launch(self.text, self.stem, use_file, self.display_path)
 
@@ -349,11 +355,11 @@ class ComposerScreen(Screen):
     def _launch_failed(self, err: UserError) -> None:
         self.launching = False
         self._show_error(err)
-        self.notify(str(err), title="not started", severity="error", timeout=10)
+        notify_plain(self, str(err), title="not started", severity="error", timeout=10)
 
     async def _launched(self, run_id: str) -> None:
         self.launching = False
-        self.notify(f"started {run_id}")
+        notify_plain(self, f"started {run_id}")
         self.app.want_selected = run_id
         self.app.poll()
         await self.app.switch_mode("runs")
@@ -366,7 +372,7 @@ class ComposerScreen(Screen):
         try:
             enqueue(self.app.output_dir, self.text, self.stem, source=self.display_path)
         except UserError as exc:
-            self.notify(str(exc), severity="error", timeout=8)
+            notify_plain(self, str(exc), severity="error", timeout=8)
             return
         n = len(pending(self.app.output_dir))
-        self.notify(f"queued {self.stem} ({n} waiting; press 4 for the queue)")
+        notify_plain(self, f"queued {self.stem} ({n} waiting; press 4 for the queue)")

@@ -14,6 +14,7 @@ import json
 import os
 import shlex
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,8 @@ class Details:
     """The source profile compared against, or why there is none."""
     compared: bool = False
     """Whether the marks are against a source profile."""
+    defaults: dict[str, Any] = field(default_factory=dict)
+    """Every key's default (:func:`schema_defaults`)."""
 
 
 def tree_size(path: Path) -> int:
@@ -87,17 +90,46 @@ def source_profile(status: dict[str, Any], profiles_dir: Path) -> Path | None:
 
 
 def profile_marks(
-    frozen: dict[str, Any], source: dict[str, Any] | None
+    frozen: dict[str, Any],
+    source: dict[str, Any] | None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> list[tuple[str, Any, Any]]:
     """Each frozen key with the source profile's value (resolved) where that differs,
-    else :data:`SAME`; a key the source lacks differs as ``None``."""
+    else :data:`SAME`. A key the source lacks (another method's section, a key of an older
+    layout) stands for its default (``defaults``): it differs, as ``None``, only where the
+    frozen value is not the default."""
     from sslterm.profile.edit import flatten
 
-    theirs = dict(flatten(source)) if source is not None else {}
-    return [
-        (k, v, theirs.get(k) if source is not None and theirs.get(k) != v else SAME)
-        for k, v in flatten(frozen)
-    ]
+    if source is None:
+        return [(k, v, SAME) for k, v in flatten(frozen)]
+    theirs = dict(flatten(source))
+    defaults = defaults or {}
+    out = []
+    for key, value in flatten(frozen):
+        if key in theirs:
+            same = _same(theirs[key], value)
+        else:
+            same = key in defaults and _same(defaults[key], value)
+        out.append((key, value, SAME if same else theirs.get(key)))
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as TOML values (a tuple default and the list a file holds are the same)."""
+    norm = lambda v: [norm(x) for x in v] if isinstance(v, (list, tuple)) else v  # noqa: E731
+    return norm(a) == norm(b)
+
+
+def schema_defaults() -> dict[str, Any]:
+    """Every profile key's default (every method's section), as a profile file holds it;
+    the keys of the layout before the method sections stand for [simclr]'s."""
+    from sslterm.profile.edit import flatten
+    from sslterm.profile.schema import LEGACY_MODEL_KEYS, Profile
+
+    defaults = dict(flatten(Profile().model_dump(mode="json")))
+    for key in LEGACY_MODEL_KEYS:
+        defaults.setdefault(f"model.{key}", defaults.get(f"simclr.{key}"))
+    return defaults
 
 
 def resolve_source(path: Path) -> dict[str, Any]:
@@ -138,8 +170,20 @@ def gather(summary: RunSummary, profiles_dir: Path) -> Details:
             out.source, out.compared = str(source), True
         except UserError as exc:
             out.source = f"{source} does not load: {exc}"
-    out.profile = profile_marks(mine, theirs)
+    out.defaults = schema_defaults()
+    out.profile = profile_marks(mine, theirs, out.defaults)
     return out
+
+
+def _theirs(key: str, theirs: Any, defaults: Mapping[str, Any]) -> str:
+    """The source's side of a differing key: its value, or that it leaves the key unset."""
+    from sslterm.profile.edit import format_value
+
+    if theirs is not None:
+        return format_value(theirs)
+    if key in defaults:
+        return f"not set, default {format_value(defaults[key]) or '(empty)'}"
+    return "not set"
 
 
 def reproduce_command(summary: RunSummary) -> str:
@@ -194,8 +238,8 @@ def render(summary: RunSummary, d: Details) -> dict[str, str]:
 
     changed = sum(1 for *_, theirs in d.profile if theirs is not SAME)
     profile = (
-        f"[b]frozen profile[/b] ({DIFF_MARK} {changed} key{'s' if changed != 1 else ''}"
-        f" differ from {escape(d.source)})\n"
+        f"[b]frozen profile[/b] ({DIFF_MARK} {fmt.plural(changed, 'key')}"
+        f" {'differs' if changed == 1 else 'differ'} from {escape(d.source)})\n"
         if d.compared
         else f"[b]frozen profile[/b] ({escape(d.source)})\n"
     )
@@ -203,7 +247,7 @@ def render(summary: RunSummary, d: Details) -> dict[str, str]:
         f"  {escape(key)} = {escape(format_value(value))}"
         if theirs is SAME
         else f"[b]{DIFF_MARK} {escape(key)} = {escape(format_value(value))}[/b]"
-        f"  [dim](source: {escape('—' if theirs is None else format_value(theirs))})[/dim]"
+        f"  [dim](source: {escape(_theirs(key, theirs, d.defaults))})[/dim]"
         for key, value, theirs in d.profile
     )
     return {

@@ -1,15 +1,20 @@
-"""Small modal dialogs: confirm, ask for a path, pick a profile. All keyboard-driven."""
+"""Small modal dialogs: confirm, ask for a path, pick a profile, a metric or the runs
+table's columns, list the keys. All keyboard-driven. Text that comes from files, runs
+or errors is shown as written, never read as markup (``[simclr]`` stays)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
+from rich.markup import escape
+from rich.text import Text
 from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Input, Label, OptionList
+from textual.widgets import DataTable, Footer, Input, Label, OptionList, SelectionList
 from textual.widgets.option_list import Option
 
 from sslterm.tui import format as fmt
@@ -29,7 +34,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.question, id="question")
+            yield Label(Text(self.question), id="question")
             yield Label("[b]y[/b] yes   [b]n[/b] no", classes="hint")
         yield Footer()
 
@@ -48,7 +53,7 @@ class PathPrompt(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.title_text)
+            yield Label(Text(self.title_text))
             yield Input(value=self.value, id="path")
         yield Footer()
 
@@ -79,7 +84,8 @@ class ProfilePicker(ModalScreen[tuple[Path, bool] | None]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
             yield Label("Open a profile ([b]enter[/b] edit it, [b]c[/b] new profile from it)")
-            yield OptionList(*(Option(str(p), id=str(p)) for p in self.profiles), id="profiles")
+            yield OptionList(*(Option(Text(str(p)), id=str(p)) for p in self.profiles),
+                             id="profiles")  # fmt: skip
             yield Label("…or a path:")
             yield Input(placeholder="path/to/profile.toml", id="path")
         yield Footer()
@@ -127,7 +133,7 @@ class MetricPicker(ModalScreen[str | None]):
         with Vertical(classes="dialog wide"):
             yield Label("Chart a metric ([b]enter[/b] show it, [b]escape[/b] back)")
             yield OptionList(
-                *(Option(f"{title}  [dim]{fmt.number(v)}[/dim]", id=name)
+                *(Option(f"{escape(title)}  [dim]{fmt.number(v)}[/dim]", id=name)
                   for name, title, v in self.choices),  # fmt: skip
                 id="metrics",
             )
@@ -138,4 +144,76 @@ class MetricPicker(ModalScreen[str | None]):
         self.dismiss(event.option.id)
 
     def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ColumnPicker(ModalScreen[tuple[str, ...] | None]):
+    """Which columns a table shows: space shows or hides the highlighted one, enter applies,
+    escape keeps them as they were."""
+
+    BINDINGS = [
+        Binding("enter", "apply", "Apply", priority=True),
+        Binding("escape", "cancel", "Cancel"),
+    ]
+
+    def __init__(self, columns: list[tuple[str, str]], shown: Iterable[str]) -> None:
+        """``columns``: (key, label) of each column offered; ``shown``: the keys shown now."""
+        super().__init__()
+        self.columns, self.shown = columns, set(shown)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(Text.assemble("Columns of the runs table (", ("space", "bold"),
+                                      " show/hide, ", ("enter", "bold"), " apply, ",
+                                      ("escape", "bold"), " cancel)"))  # fmt: skip
+            yield SelectionList[str](
+                *((label, key, key in self.shown) for key, label in self.columns), id="columns"
+            )
+        yield Footer()
+
+    def on_mount(self) -> None:
+        columns = self.query_one("#columns", SelectionList)
+        columns.focus()
+        columns.highlighted = 0
+
+    @property
+    def selected(self) -> tuple[str, ...]:
+        picked = set(self.query_one("#columns", SelectionList).selected)
+        return tuple(key for key, _ in self.columns if key in picked)
+
+    def action_apply(self) -> None:
+        self.dismiss(self.selected)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class KeysScreen(ModalScreen[None]):
+    """Every key of the screen underneath (``?``), over it: the screen keeps its layout."""
+
+    BINDINGS = [Binding("escape,q,question_mark", "close", "Close")]
+
+    def __init__(self, keys: list[tuple[str, str]], notes: Iterable[str] = ()) -> None:
+        """``keys``: (key, what it does); ``notes``: lines shown under them."""
+        super().__init__()
+        self.keys, self.notes = keys, list(notes)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog wide", id="keys-dialog"):
+            yield Label(Text.assemble(("Keys", "bold"), " of this view (", ("↑↓", "bold"),
+                                      " more, ", ("escape", "bold"), " or ", ("?", "bold"),
+                                      " closes)"))  # fmt: skip
+            table = DataTable(id="keys", cursor_type="row", zebra_stripes=True, show_header=False)
+            table.add_columns("key", "what")
+            for key, what in self.keys:
+                table.add_row(Text(key, style="bold", justify="right"), Text(what))
+            yield table
+            if self.notes:
+                yield Label(Text("\n".join(self.notes)), classes="hint", id="keys-notes")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#keys", DataTable).focus()
+
+    def action_close(self) -> None:
         self.dismiss(None)

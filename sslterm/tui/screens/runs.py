@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -12,6 +13,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from sslterm.errors import UserError
 from sslterm.runs.summary import NOISY, RunSummary, metric_title
+from sslterm.tui.notes import notify_plain
 from sslterm.tui.screens.dialogs import ConfirmScreen
 from sslterm.tui.widgets.charts import Line, MetricChart, window_label, zoom
 from sslterm.tui.widgets.log_tail import LogTail
@@ -87,6 +89,7 @@ class RunsScreen(Screen):
         Binding("e", "toggle_ema", "EMA"),
         Binding("x", "cycle_axis", "Axis"),
         Binding("l", "toggle_log", "Log", show=False),
+        Binding("o", "pick_columns", "Columns…", show=False),
         Binding("m", "pick_metric", "Metrics…", show=False),
         Binding("f", "save_figure", "Save figure", show=False),
         Binding("n", "page(1)", "Next charts", show=False),
@@ -106,7 +109,7 @@ class RunsScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield ModeBar("runs")
-        yield RunsTable(id="runs")
+        yield RunsTable(id="runs", columns=self.app.runs_columns)
         yield Static(id="error-banner")
         with Horizontal(id="detail"):
             with Vertical(id="chart-pane"):
@@ -232,7 +235,7 @@ class RunsScreen(Screen):
             text = f"■ {s.id} stopped: {s.error}"
         if text != self._banner:  # an update re-lays out the screen: only on change
             self._banner = text
-            banner.update(text)
+            banner.update(Text(text))  # an error's text, never markup
             banner.set_class(bool(text), "-visible")
 
     # -- actions ----------------------------------------------------------------------------
@@ -249,7 +252,7 @@ class RunsScreen(Screen):
         try:
             getattr(launcher, what)(s.run)
         except UserError as exc:
-            self.app.call_from_thread(self.notify, str(exc), severity="error", timeout=8)
+            self.app.call_from_thread(notify_plain, self, str(exc), severity="error", timeout=8)
             return
         done = {
             "request_stop": "stop requested",
@@ -257,7 +260,7 @@ class RunsScreen(Screen):
             "resume_run": "resumed",
             "delete_run": "deleted",
         }
-        self.app.call_from_thread(self.notify, f"{s.id}: {done[what]}")
+        self.app.call_from_thread(notify_plain, self, f"{s.id}: {done[what]}")
         self.app.call_from_thread(self.app.poll)
 
     def action_stop(self) -> None:
@@ -273,7 +276,7 @@ class RunsScreen(Screen):
         if s is None:
             return
         if not s.alive:
-            self.notify(f"{s.id} is not running ({s.state})", severity="warning")
+            notify_plain(self, f"{s.id} is not running ({s.state})", severity="warning")
             return
 
         def answer(yes: bool | None) -> None:
@@ -289,7 +292,7 @@ class RunsScreen(Screen):
         if s is None:
             return
         if s.alive:
-            self.notify(f"{s.id} is {s.state}; stop it before deleting", severity="error")
+            notify_plain(self, f"{s.id} is {s.state}; stop it before deleting", severity="error")
             return
 
         def answer(yes: bool | None) -> None:
@@ -309,7 +312,7 @@ class RunsScreen(Screen):
         try:
             text = s.run.profile.read_text(encoding="utf-8")
         except OSError as exc:
-            self.notify(f"cannot read {s.run.profile}: {exc}", severity="error")
+            notify_plain(self, f"cannot read {s.run.profile}: {exc}", severity="error")
             return
         await self.app.switch_mode("composer")
         self.app.screen.open_text(text, stem=s.profile or s.id, origin=str(s.run.profile))
@@ -379,7 +382,7 @@ class RunsScreen(Screen):
         lines = chart.lines if chart is not None else ()
         metric = lines[0].metric if lines else "loss"
         smoothing = self.app.smoothing if metric in NOISY else 0.0
-        save_chart(self, [s.run], metric, self.app.axis, smoothing)
+        save_chart(self, [s.run], metric, self.app.axis, smoothing, self.app.figures_dir)
 
     def action_detail(self) -> None:
         """The highlighted run's details (enter)."""
@@ -387,6 +390,20 @@ class RunsScreen(Screen):
 
         if s := self._need_run():
             self.app.push_screen(DetailScreen(s))
+
+    def action_pick_columns(self) -> None:
+        """Choose the runs table's columns; the choice holds until the app closes."""
+        from sslterm.tui.screens.dialogs import ColumnPicker
+        from sslterm.tui.widgets.runs_table import ALWAYS, COLUMNS
+
+        offered = [(key, label) for key, label in COLUMNS if key not in ALWAYS]
+
+        def picked(keys: tuple[str, ...] | None) -> None:
+            if keys is not None:
+                self.app.runs_columns = keys
+                self.table.show_columns(keys)
+
+        self.app.push_screen(ColumnPicker(offered, self.table.shown), picked)
 
     def action_toggle_log(self) -> None:
         log = self.query_one(LogTail)

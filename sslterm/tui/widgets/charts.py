@@ -139,6 +139,8 @@ class MetricChart(PlotextPlot):
         self.plotted: list[tuple[str, str, list[float]]] = []
         """(metric, "raw" | "line" | "points", y values) of the last replot, as drawn."""
         self.xticks: list[int] = []
+        self.drawn_title = ""
+        """The title of the last replot, as drawn (readout and notes included)."""
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -218,6 +220,7 @@ class MetricChart(PlotextPlot):
         lo = self._lo()
         xmin, xmax = math.inf, -math.inf
         data, self.readout = [], []
+        had_points = False  # before the log scale left out values <= 0
         for line in self._lines:
             smoothing = self._smoothing if line.metric in NOISY else 0.0
             with line.summary.lock:
@@ -231,6 +234,7 @@ class MetricChart(PlotextPlot):
                     at = series.value_at(self._axis, self.cursor, smoothing)
                     self.readout.append((label or metric_title(line.metric), at))
             if self.log_y:
+                had_points = had_points or bool(xs)
                 xs, ys = _log10(xs, ys)
                 raw = _log10(*raw) if raw is not None else None
             if xs:
@@ -265,7 +269,8 @@ class MetricChart(PlotextPlot):
             self.xticks = whole_ticks(xmin, xmax, max(2, self.size.width // TICK_CELLS))
             plt.xticks(self.xticks, [str(t) for t in self.xticks])
         plt.xlabel(f"{_AXIS_LABEL[self._axis]}{f' ({unit})' if unit else ''}")
-        plt.title(self._title(bool(data)))
+        self.drawn_title = self._title(bool(data), had_points)
+        plt.title(self.drawn_title)
         self.draws += 1
         self.refresh()
 
@@ -285,11 +290,12 @@ class MetricChart(PlotextPlot):
         first, last = min(e[0] for e in ends), max(e[1] for e in ends)
         return last - self._window * (last - first)
 
-    def _title(self, has_data: bool) -> str:
-        """The title, with the cursor's readout and the scale when not the plain one."""
+    def _title(self, has_data: bool, log_hid: bool = False) -> str:
+        """The title, with the cursor's readout and the scale when not the plain one;
+        ``log_hid``: there were points, but the log scale cannot draw any (all <= 0)."""
         title = self.title + (" (log)" if self.log_y else "")
         if not has_data:
-            return f"{title} — no data yet"
+            return f"{title} — {'log scale: values <= 0' if log_hid else 'no data yet'}"
         if self.readout:
             title += " │ " + "  ".join(f"{k} {fmt.number(v)}" for k, v in self.readout)
         return title

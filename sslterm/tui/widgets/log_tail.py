@@ -1,9 +1,14 @@
 """The log pane: a run's progress lines (epoch, val, probe, checkpoint, messages, as
-``sslterm follow`` prints them) and the tail of its stdout.log, wrapped to the pane."""
+``sslterm follow`` prints them) and the tail of its stdout.log, wrapped to the pane.
+
+Lines are wrapped to the pane's width as it is *now*: the vertical scrollbar's room is
+always kept (a scrollbar that appears after lines were wrapped would hide their last
+cells), and a pane that changes width wraps its lines again."""
 
 from __future__ import annotations
 
 import os
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,14 +77,46 @@ def stdout_lines(text: str) -> list[str]:
 class LogTail(RichLog):
     """Call :meth:`follow` with a run's summary, then :meth:`poll` on a timer."""
 
-    DEFAULT_CSS = "LogTail { border: round $panel; }"
+    DEFAULT_CSS = """
+    LogTail { border: round $panel; scrollbar-gutter: stable; overflow-x: hidden; }
+    """
+    MAX_LINES = 5000
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(max_lines=5000, min_width=10, wrap=True, auto_scroll=True, id=id)
+        super().__init__(max_lines=self.MAX_LINES, min_width=10, wrap=True, auto_scroll=True,
+                         id=id)  # fmt: skip
+        self._texts: deque[Text] = deque(maxlen=self.MAX_LINES)
+        """What was written, unwrapped: wrapped again when the pane's width changes."""
+        self._wrapped_at = 0
+        """The width the lines shown were wrapped to (0: none yet)."""
         self._tail: _Tail | None = None
         self._summary: RunSummary | None = None
         self._shown: tuple[int, int] = (0, 0)
         """(generation, notes) of the summary already written."""
+
+    def add(self, text: Text) -> None:
+        """Write one log line (wrapped to the pane)."""
+        self._texts.append(text)
+        if self._size_known:
+            self._wrapped_at = self.scrollable_content_region.width
+        self.write(text)
+
+    def clear(self) -> LogTail:
+        self._texts.clear()
+        return super().clear()
+
+    def on_resize(self) -> None:
+        """A new width wraps every line again (RichLog keeps them as wrapped when written)."""
+        width = self.scrollable_content_region.width
+        if not self._size_known or not width or width == self._wrapped_at:
+            return
+        self._wrapped_at = width
+        texts = list(self._texts)
+        super().clear()
+        for text in texts:
+            self.write(text, scroll_end=False)
+        if self.auto_scroll:
+            self.scroll_end(animate=False, immediate=False, x_axis=False)
 
     @property
     def path(self) -> Path | None:
@@ -121,7 +158,7 @@ class LogTail(RichLog):
         for event in new:
             text = note_text(event)
             if text is not None:
-                self.write(text)
+                self.add(text)
 
     @work(thread=True, group="log-tail")
     def _read(self, tail: _Tail) -> None:
@@ -135,4 +172,4 @@ class LogTail(RichLog):
     def _append(self, tail: _Tail, text: str) -> None:
         if tail is self._tail:
             for line in stdout_lines(text):
-                self.write(Text(line, style="dim"))
+                self.add(Text(line, style="dim"))

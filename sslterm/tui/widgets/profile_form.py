@@ -9,6 +9,9 @@ otherwise; the error for that field sits right under the control.
 The form knows nothing about files or validation; it turns what the user typed
 into TOML values (:func:`~sslterm.profile.edit.parse_input`) and posts
 :class:`FieldChanged`. The composer screen decides what to do with it.
+
+Help texts, values and errors are shown as written (``Text``), never read as markup:
+``[simclr]`` in a help text stays.
 """
 
 from __future__ import annotations
@@ -66,7 +69,8 @@ class FieldTable(DataTable):
 
     def _add_rows(self) -> None:
         for key, spec in self.specs.items():
-            self.add_row(key, "", _clip(format_value(spec.default), 10), help_text(spec), key=key)
+            self.add_row(Text(key), "", _clip(format_value(spec.default), 10),
+                         Text(help_text(spec)), key=key)  # fmt: skip
 
     def show_fields(self, specs: list[FieldSpec], doc: Mapping[str, Any]) -> None:
         """Show these fields instead (another method's section, say), with their values in
@@ -96,6 +100,10 @@ class FieldTable(DataTable):
     def show_value(self, key: str, value: Any) -> None:
         self.update_cell(key, "value", _clip(format_value(value), 16))
 
+    def note(self, key: str) -> str:
+        """The help / error cell of ``key``'s row, as shown."""
+        return str(self.get_cell(key, "note"))
+
     @property
     def error_key(self) -> str | None:
         """The first marked field (the one the one-line error names)."""
@@ -107,8 +115,8 @@ class FieldTable(DataTable):
         Returns the keys marked; keys that are not fields (a typo in the file) are not."""
         for old in self.error_keys:
             if old not in errors:
-                self.update_cell(old, "key", old)
-                self.update_cell(old, "note", help_text(self.specs[old]))
+                self.update_cell(old, "key", Text(old))
+                self.update_cell(old, "note", Text(help_text(self.specs[old])))
         self.error_keys = [k for k, msg in errors.items() if k in self.specs and msg]
         for key in self.error_keys:
             self.update_cell(key, "key", Text(f"✗ {key}", style="bold red"))
@@ -123,8 +131,8 @@ class FieldTable(DataTable):
         self.post_message(self.EditRequested())
 
 
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
+def _clip(text: str, width: int) -> Text:
+    return Text(text if len(text) <= width else text[: width - 1] + "…")
 
 
 class FieldEditor(Vertical):
@@ -147,6 +155,10 @@ class FieldEditor(Vertical):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.spec: FieldSpec | None = None
+        self._input_key: str | None = None
+        """The key the text field holds (None: the field is not shown)."""
+        self._typed = False
+        """Whether the user typed into the text field since it was shown."""
 
     def compose(self) -> ComposeResult:
         yield Static(id="field-help")
@@ -157,19 +169,36 @@ class FieldEditor(Vertical):
             yield Switch(id="edit-switch")
         yield Static(id="field-error")
 
+    @property
+    def help(self) -> str:
+        """The help text shown above the control."""
+        return str(self.query_one("#field-help", Static).render())
+
     def edit(self, spec: FieldSpec, value: Any) -> None:
-        """Show ``spec`` with its current ``value`` (None: not set in the file)."""
+        """Show ``spec`` with its current ``value`` (None: not set in the file).
+
+        The field being typed into keeps what it holds: the user's input is newer than
+        any ``value`` the caller read (a late message, a check that comes back), and it
+        reaches the document through :class:`FieldChanged` anyway. A text field left
+        empty for another field sets its key back to the default, as leaving it does."""
+        same = self.spec is not None and self.spec.key == spec.key
+        if same and self.editing:
+            return
+        inp = self.query_one("#edit-input", Input)
+        if not same and self._typed and self._input_key is not None and not inp.value.strip():
+            self.post_message(FieldChanged(self._input_key, None))
+        self._typed = False
         self.spec = spec
         self.border_title = spec.key
-        self.query_one("#field-key", Label).update(spec.key.rpartition(".")[2])
+        self.query_one("#field-key", Label).update(Text(spec.key.rpartition(".")[2]))
         default = format_value(spec.default) or "(empty)"
-        self.query_one("#field-help", Static).update(f"{help_text(spec)} · default {default}")
-        inp = self.query_one("#edit-input", Input)
+        self.query_one("#field-help", Static).update(Text(f"{help_text(spec)} · default {default}"))
         sel = self.query_one("#edit-select", Select)
         sw = self.query_one("#edit-switch", Switch)
         inp.display = spec.kind not in ("bool", "choice")
         sel.display = spec.kind == "choice"
         sw.display = spec.kind == "bool"
+        self._input_key = spec.key if inp.display else None
         with self.prevent(Input.Changed, Select.Changed, Switch.Changed):
             if spec.kind == "bool":
                 sw.value = bool(spec.default if value is None else value)
@@ -184,16 +213,25 @@ class FieldEditor(Vertical):
                 inp.placeholder = f"default: {default}"
                 inp.value = format_value(value)
 
+    @property
+    def editing(self) -> bool:
+        """Whether the user is in this field's control (typing, choosing)."""
+        if self.spec is None:
+            return False
+        control = self.query_one(self._control(self.spec))
+        return control.has_focus or bool(getattr(control, "expanded", False))
+
+    @staticmethod
+    def _control(spec: FieldSpec) -> str:
+        return {"bool": "#edit-switch", "choice": "#edit-select"}.get(spec.kind, "#edit-input")
+
     def set_error(self, message: str | None) -> None:
-        self.query_one("#field-error", Static).update(message or "")
+        self.query_one("#field-error", Static).update(Text(message or ""))
         self.set_class(bool(message), "-error")
 
     def focus_editor(self) -> None:
-        if self.spec is None:
-            return
-        kind = self.spec.kind
-        target = {"bool": "#edit-switch", "choice": "#edit-select"}.get(kind, "#edit-input")
-        self.query_one(target).focus()
+        if self.spec is not None:
+            self.query_one(self._control(self.spec)).focus()
 
     def action_done(self) -> None:
         self.post_message(self.Done())
@@ -207,13 +245,17 @@ class FieldEditor(Vertical):
         """Live: every keystroke is validated. An empty field is left alone until the
         cursor leaves it, so retyping a value keeps the key where it was in the file."""
         event.stop()
-        if self.spec is not None and event.value.strip():
-            self.post_message(FieldChanged(self.spec.key, parse_input(event.value, self.spec.kind)))
+        self._typed = True
+        spec = self.spec
+        if spec is not None and spec.key == self._input_key and event.value.strip():
+            self.post_message(FieldChanged(spec.key, parse_input(event.value, spec.kind)))
 
     @on(Input.Blurred, "#edit-input")
     def _left(self, event: Input.Blurred) -> None:
-        if self.spec is not None and not event.value.strip():
-            self.post_message(FieldChanged(self.spec.key, None))  # empty: the default applies
+        """Empty: the default applies, to the key the field holds (the highlighted field
+        may be another one by the time the focus left)."""
+        if self._typed and self._input_key is not None and not event.value.strip():
+            self.post_message(FieldChanged(self._input_key, None))
 
     @on(Select.Changed, "#edit-select")
     def _select(self, event: Select.Changed) -> None:

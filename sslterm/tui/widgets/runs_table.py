@@ -1,8 +1,14 @@
-"""The runs table: one row per run directory, updated cell by cell."""
+"""The runs table: one row per run directory, updated cell by cell.
+
+Long run ids (a sweep's are about 46 columns) are elided in the middle so that the
+columns up to the linear eval fit the terminal; the full id is in the mode bar and the
+run's detail view. Which columns show is the user's choice (:data:`COLUMNS`, the runs
+view's ``o``); the run id and the mark always show."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping, Sequence
 
 from rich.text import Text
 from textual.binding import Binding
@@ -15,7 +21,6 @@ COLUMNS = (
     ("mark", " "),
     ("run", "run"),
     ("status", "status"),
-    ("profile", "profile"),
     ("method", "method"),
     ("epoch", "epoch"),
     ("eta", "ETA"),
@@ -23,9 +28,47 @@ COLUMNS = (
     ("knn", "kNN"),
     ("linear", "linear"),
     ("ips", "img/s"),
+    ("profile", "profile"),
     ("created", "created"),
     ("duration", "trained"),
 )
+"""Every column, in the order shown; the profile is after the numbers (a run id starts
+with its profile's name)."""
+ALWAYS = ("mark", "run")
+"""Columns that always show (the picker does not offer them)."""
+CORE = frozenset({"run", "status", "method", "epoch", "eta", "loss", "knn", "linear"})
+"""Columns that should fit the width: long ids are elided until they do."""
+ELIDE_MIN = {"run": 16}
+"""Columns whose text may be elided, and their narrowest width."""
+CELL_PAD = 2
+"""Cells a column adds to its text (the DataTable's padding, one each side)."""
+
+
+def shown_columns(keys: Iterable[str] | None) -> tuple[str, ...]:
+    """The columns to show, in table order: ``keys`` (None: all) and the ones that always show."""
+    wanted = set(ALWAYS) | (set(keys) if keys is not None else {k for k, _ in COLUMNS})
+    return tuple(k for k, _ in COLUMNS if k in wanted)
+
+
+def fit_widths(
+    order: Sequence[str], natural: Mapping[str, int], room: int, pad: int = CELL_PAD
+) -> dict[str, int]:
+    """Column widths for ``room`` cells: the natural ones when all fit; otherwise the
+    elidable columns (:data:`ELIDE_MIN`) give up what the columns up to the last
+    :data:`CORE` one need, never below their minimum (the others scroll)."""
+    out = {k: natural[k] for k in order}
+    if room <= 0 or sum(w + pad for w in out.values()) <= room:
+        return out
+    last = max((i for i, k in enumerate(order) if k in CORE), default=len(order) - 1)
+    excess = sum(out[k] + pad for k in order[: last + 1]) - room
+    for key, least in ELIDE_MIN.items():
+        if excess <= 0:
+            break
+        if key in out and order.index(key) <= last and out[key] > least:
+            cut = min(excess, out[key] - least)
+            out[key] -= cut
+            excess -= cut
+    return out
 
 STATE_STYLE = {
     "running": "bold green",
@@ -74,22 +117,31 @@ class RunsTable(DataTable):
 
     Column widths are set here, from the cells, not measured by the DataTable: its
     measuring happens later, on idle, and rows drawn before it could keep stale,
-    too narrow lines. A column that must grow rebuilds the table (rare); every
-    other change is a cell update, which neither re-measures nor re-lays out."""
+    too narrow lines. A column that must grow (or the width that changes) rebuilds
+    the table (rare); every other change is a cell update, which neither re-measures
+    nor re-lays out."""
 
     BINDINGS = [Binding("enter", "screen.detail", "Detail")]
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, *, id: str | None = None, columns: Iterable[str] | None = None) -> None:
+        """``columns``: the keys of :data:`COLUMNS` to show (None: all)."""
         super().__init__(id=id)
+        self.shown: tuple[str, ...] = shown_columns(columns)
         self._drawn: dict[str, int] = {}
         self._cells: dict[str, dict[str, object]] = {}
+        self._natural: dict[str, int] = {}
+        """Each column's widest text since the rows last changed (it only grows meanwhile)."""
         self._widths: dict[str, int] = {}
+        """The widths the table was built with (elided where the room asks for it)."""
         self._labels: dict[str, str] = dict(COLUMNS)
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
         self.zebra_stripes = True
         self._build([], {})
+
+    def on_resize(self) -> None:
+        self._refit()
 
     @property
     def selected(self) -> str | None:
@@ -98,17 +150,50 @@ class RunsTable(DataTable):
         key = self.coordinate_to_cell_key(self.cursor_coordinate).row_key
         return str(key.value)
 
-    def _build(self, ids: list[str], widths: dict[str, int]) -> None:
+    @property
+    def room(self) -> int:
+        """Cells the columns have (0: not laid out yet)."""
+        return self.scrollable_content_region.width
+
+    def show_columns(self, keys: Iterable[str] | None) -> None:
+        """Show these columns (None: all), with the ones that always show."""
+        shown = shown_columns(keys)
+        if shown != self.shown:
+            self.shown = shown
+            self._build(self._ids(), self._natural)
+
+    def _ids(self) -> list[str]:
+        return [str(k.value) for k in self.rows]
+
+    def _fitted(self, natural: Mapping[str, int]) -> dict[str, int]:
+        widths = {k: natural.get(k, len(self._labels[k])) for k in self.shown}
+        return fit_widths(self.shown, widths, self.room)
+
+    def _shown_cell(self, key: str, value: object) -> object:
+        """What a cell shows: elidable text cut to its column's width."""
+        width = self._widths.get(key)
+        if key in ELIDE_MIN and isinstance(value, str) and width is not None:
+            return fmt.elide(value, width)
+        return value
+
+    def _build(self, ids: list[str], natural: Mapping[str, int]) -> None:
         keep = self.selected
         self.clear(columns=True)
-        for key, label in self._labels.items():
-            self.add_column(label, key=key, width=widths.get(key, len(label)))
+        self._natural = dict(natural)
+        self._widths = self._fitted(natural)
+        for key in self.shown:
+            label = self._labels[key]
+            self.add_column(fmt.elide(label, self._widths[key]), key=key, width=self._widths[key])
         for rid in ids:
             row = self._cells[rid]
-            self.add_row(*(row[k] for k, _ in COLUMNS), key=rid)
-        self._widths = widths
+            self.add_row(*(self._shown_cell(k, row[k]) for k in self.shown), key=rid)
         if keep in ids:
             self.move_cursor(row=ids.index(keep), animate=False)
+
+    def _refit(self) -> None:
+        """Rebuild when the room changed what fits."""
+        if self._fitted(self._natural) != self._widths:
+            self._build(self._ids(), self._natural)
 
     def sync(self, ordered: list[RunSummary], marked: set[str], now: float | None = None) -> None:
         """Bring the table up to date: rows whose summary changed since drawn, the
@@ -133,17 +218,22 @@ class RunsTable(DataTable):
         for gone in set(self._cells) - set(ids):
             del self._cells[gone]
             self._drawn.pop(gone, None)
-        widths = {
+        natural = {
             key: max([len(label), *(len(str(self._cells[r][key])) for r in ids)])
             for key, label in self._labels.items()
         }
-        current = [str(k.value) for k in self.rows]
-        grown = any(widths[k] > self._widths.get(k, 0) for k in widths)
-        if relabel or ids != current or grown:
-            self._build(ids, widths)
+        if relabel or ids != self._ids():
+            self._build(ids, natural)
+            return
+        if any(natural[k] > self._natural.get(k, 0) for k in natural):
+            self._build(ids, {k: max(w, self._natural.get(k, 0)) for k, w in natural.items()})
+            return
+        if self._fitted(self._natural) != self._widths:
+            self._build(ids, self._natural)
             return
         for rid in changed:
-            for key, value in self._cells[rid].items():
+            for key in self.shown:
+                value = self._shown_cell(key, self._cells[rid][key])
                 if str(self.get_cell(rid, key)) != str(value):
                     self.update_cell(rid, key, value)
 

@@ -1,7 +1,9 @@
 """The torch work behind ``sslterm features``: a run's checkpoint to a features export.
 
-The command itself lives in :mod:`sslterm.cli`, which imports this module only when
-it runs, so the light commands never load torch."""
+It builds the run's model as the trainer does (:mod:`sslterm.train.model`) and reads the
+run store, so it sits above both (not in :mod:`sslterm.eval`, which the trainer uses). The
+command itself lives in :mod:`sslterm.cli`, which imports this module only when it runs, so
+the light commands never load torch."""
 
 from __future__ import annotations
 
@@ -41,6 +43,8 @@ def encoder_state(checkpoint: Path, model: nn.Module) -> dict[str, torch.Tensor]
 
 
 def pick_checkpoint(run: RunDir, name: str | None) -> Path:
+    """The run's complete checkpoint called ``name`` (a folder name or path suffix), else
+    its newest; a torn checkpoint is never picked."""
     found = ckpt.complete_checkpoints(run.checkpoints)
     if not found:
         raise UserError(f"run {run.id} has no complete checkpoint")
