@@ -53,3 +53,14 @@ def runs_dir(tmp_path):
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+def profiles_dir(tmp_path):
+    """A profiles folder holding the app tests' smoke profile (test files may override it)."""
+    from tuihelpers import SMOKE
+
+    d = tmp_path / "profiles"
+    d.mkdir()
+    (d / "smoke.toml").write_text(SMOKE)
+    return d

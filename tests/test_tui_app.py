@@ -15,7 +15,6 @@ import pytest
 from runhelpers import start_stand_in
 from textual.command import CommandList, CommandPalette
 from tuihelpers import (
-    SMOKE,
     T0,
     notices,
     screen_text,
@@ -37,14 +36,6 @@ from sslterm.tui.widgets.runs_table import RunsTable
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (130, 40)
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("utc")]
-
-
-@pytest.fixture
-def profiles_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "profiles"
-    d.mkdir()
-    (d / "smoke.toml").write_text(SMOKE)
-    return d
 
 
 def make_app(runs_dir: Path, profiles_dir: Path, **kwargs) -> SSLTermApp:

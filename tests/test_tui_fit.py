@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Footer, Select
 from textual.widgets._select import SelectOverlay
-from tuihelpers import SMOKE, T0, notices, screen_text, wait_until, write_run
+from tuihelpers import T0, notices, screen_text, wait_until, write_run
 
 from sslterm.profile.edit import format_value, get_value
 from sslterm.tui.app import SSLTermApp
@@ -28,14 +28,6 @@ SMALL = (80, 24)
 SWEEP_RUN = "smoke-base_lr0.1-batch_size64-20240502-120000"
 """A sweep's run id: 46 columns."""
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("utc")]
-
-
-@pytest.fixture
-def profiles_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "profiles"
-    d.mkdir()
-    (d / "smoke.toml").write_text(SMOKE)
-    return d
 
 
 @pytest.fixture
