@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from sslterm.runs.summary import plural  # noqa: F401 - the CLI's one, re-exported for the views
+
 
 def duration(seconds: float | None) -> str:
     """``42s``, ``12m05s``, ``3h07m``, ``2d04h``: short enough for a table column."""
@@ -69,11 +71,6 @@ def bar(fraction: float, width: int = 20) -> str:
     fraction = min(1.0, max(0.0, fraction))
     full = round(fraction * width)
     return "█" * full + "░" * (width - full)
-
-
-def plural(n: int, noun: str, nouns: str | None = None) -> str:
-    """``1 key``, ``2 keys``, ``0 keys`` (``nouns``: an irregular plural)."""
-    return f"{n} {noun if n == 1 else (nouns or noun + 's')}"
 
 
 def elide(text: str, width: int, tail: int = 7, head: int = 3) -> str:
