@@ -73,9 +73,13 @@ async def test_cursor_reads_exact_values_linked_across_charts(runs_dir, profiles
         assert app.focused is charts(app)[0]
         await pilot.press("left")  # the cursor starts at the right end, then moves left
         await wait_until(pilot, lambda: app.screen.cursor is not None)
-        await pilot.press(*["left"] * 8)
+        for _ in range(8):  # a held key: eight steps before the screen hands the cursor back
+            charts(app)[0].action_cursor(-1)
         await wait_until(pilot, lambda: drawn(app) and all(c.readout for c in charts(app)))
         x = app.screen.cursor
+        lo, hi = charts(app)[0].x_range
+        step = (hi - lo) / max(1, charts(app)[0].size.width - 12)
+        assert x == pytest.approx(hi - 8 * step)  # no step lost
         assert 1 < x < 16
         assert {c.cursor for c in charts(app)} == {x}  # one cursor on every chart
         expect = {

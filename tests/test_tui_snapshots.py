@@ -167,7 +167,11 @@ def test_chart_cursor_and_log_y(app, snap_compare):
         await settle(pilot)
         await pilot.press("tab", "left", "left", "left", "left", "left", "left", "y")
         charts = list(pilot.app.screen.query(MetricChart))
-        await until(pilot, lambda: all(c._drawn_view == c._view() and c.readout for c in charts))
+        focused = pilot.app.focused
+        await until(pilot, lambda: all(
+            c.cursor == focused.cursor and c._drawn_view == c._view() and c.readout
+            for c in charts
+        ))
         await pilot.pause(0.2)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=before)

@@ -183,7 +183,10 @@ class MetricChart(PlotextPlot):
         lo, hi = self.x_range
         step = (hi - lo) / max(1, self.size.width - 12)
         x = hi if self.cursor is None else self.cursor + cells * step
-        self.post_message(self.CursorMoved(min(hi, max(lo, x))))
+        # Kept here at once: the next key (held down) steps on from it, not from the
+        # value the screen has yet to hand back.
+        self.cursor = min(hi, max(lo, x))
+        self.post_message(self.CursorMoved(self.cursor))
 
     def action_cursor_to(self, end: int) -> None:
         if self.x_range is not None:
