@@ -12,7 +12,7 @@ import pickle
 
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from scipy import stats
 from torchvision import transforms as tv1
 from torchvision.transforms.v2 import functional as TF
@@ -34,7 +34,7 @@ from sslterm.data.augment import (
 )
 from sslterm.data.transforms import eval_transform, multi_view, simclr_view
 from sslterm.data.views import View
-from sslterm.profile.schema import AugmentConfig
+from sslterm.profile.schema import AugmentConfig, strength_jitter
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -145,7 +145,7 @@ def test_hue_matches_torchvision() -> None:
 
 def test_jitter_matches_torchvision_ops_in_the_sampled_order() -> None:
     ops = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
-    params = sample_jitter(12, 1.0, 1.0, gen(4))
+    params = sample_jitter(12, strength_jitter(1.0), 1.0, gen(4))
     x = torch.rand((12, 3, 16, 16), generator=gen())
     ours = color_jitter(x.clone(), params)
     for i in range(12):
@@ -221,18 +221,21 @@ def test_crop_fallback_is_torchvisions_centre_crop() -> None:
 
 
 def test_recipe_constants() -> None:
-    """The SimCLR recipe both pipelines share: jitter (0.8s, 0.8s, 0.8s, 0.2s), blur ~10%."""
-    assert jitter_ranges(0.5) == ((0.6, 1.4), (0.6, 1.4), (0.6, 1.4), (-0.1, 0.1))
-    assert jitter_ranges(2.0)[0] == (0.0, 2.6)
-    assert [blur_kernel_size(s) for s in (32, 96, 224)] == [3, 9, 23]
+    """The strength shorthand is SimCLR's (0.8s, 0.8s, 0.8s, 0.2s); the blur kernel covers
+    three of the largest sigma (2) each side, as PIL's full Gaussian, where the image
+    allows reflect padding."""
+    assert jitter_ranges(strength_jitter(0.5)) == ((0.6, 1.4), (0.6, 1.4), (0.6, 1.4), (-0.1, 0.1))
+    assert jitter_ranges(strength_jitter(2.0))[0] == (0.0, 2.6)
+    assert jitter_ranges((0.4, 0.4, 0.2, 0.1))[2] == (0.8, 1.2)
+    assert [blur_kernel_size(s) for s in (4, 7, 16, 32, 224)] == [7, 13, 13, 13, 13]
 
 
 def test_jitter_factors_match_torchvision() -> None:
-    strength, p = 0.5, 0.8
+    jitter, p = (0.4, 0.4, 0.2, 0.1), 0.8  # solo-learn's CIFAR jitter: saturation its own
     torch.manual_seed(0)
-    ranges = [list(r) for r in jitter_ranges(strength)]
+    ranges = [list(r) for r in jitter_ranges(jitter)]
     ref = torch.tensor([tv1.ColorJitter.get_params(*ranges)[1:] for _ in range(3000)])
-    params = sample_jitter(20000, strength, p, gen(2))
+    params = sample_jitter(20000, jitter, p, gen(2))
     applied = params.factors[params.applied]
     assert torch.equal(
         params.factors[~params.applied],
@@ -242,13 +245,13 @@ def test_jitter_factors_match_torchvision() -> None:
     for k, name in enumerate(("brightness", "contrast", "saturation", "hue")):
         pvalue = stats.ks_2samp(applied[:, k].numpy(), ref[:, k].numpy()).pvalue
         assert pvalue > 1e-3, f"{name}: KS p={pvalue:.2g}"
-    # the test can fail: strength 0.6 instead of 0.5 is detected
-    wrong = sample_jitter(20000, 0.6, 1.0, gen(2)).factors[:, 0]
-    assert stats.ks_2samp(wrong.numpy(), ref[:, 0].numpy()).pvalue < 1e-6
+    # the test can fail: saturation 0.4 (the strength shorthand's) instead of 0.2 is detected
+    wrong = sample_jitter(20000, strength_jitter(0.5), 1.0, gen(2)).factors[:, 2]
+    assert stats.ks_2samp(wrong.numpy(), ref[:, 2].numpy()).pvalue < 1e-6
 
 
 def test_jitter_order_is_uniform_over_permutations() -> None:
-    order = sample_jitter(24000, 0.5, 1.0, gen(5)).order
+    order = sample_jitter(24000, strength_jitter(0.5), 1.0, gen(5)).order
     assert (order.sort(dim=1).values == torch.arange(4)).all()
     codes = (order * torch.tensor([64, 16, 4, 1])).sum(dim=1)
     counts = torch.bincount(codes, minlength=256)
@@ -354,6 +357,78 @@ def test_view_statistics_detect_a_different_recipe(reference_stats, wrong: dict)
     x, ref = reference_stats
     _, diff = largest_difference(view_stats(batched_views(AugmentConfig(**wrong), x)), ref)
     assert diff > TOLERANCE
+
+
+# --- solarization and per-view recipes ---------------------------------------------------
+
+
+def test_solarize_is_pils() -> None:
+    x = images(8)
+    ours = (augment.solarize(x.float() / 255, torch.ones(8, dtype=torch.bool), 0.5) * 255).round()
+    pil = torch.stack([TF.pil_to_tensor(ImageOps.solarize(to_pil(img), 128)) for img in x])
+    assert torch.equal(ours.to(torch.uint8), pil)
+    skipped = augment.solarize(x.float() / 255, torch.zeros(8, dtype=torch.bool), 0.5)
+    assert torch.equal(skipped, x.float() / 255)
+    # the check can fail: another threshold inverts other pixels
+    other = (augment.solarize(x.float() / 255, torch.ones(8, dtype=torch.bool), 0.6) * 255).round()
+    assert not torch.equal(other.to(torch.uint8), pil)
+
+
+def solarized_share(views: torch.Tensor, x: torch.Tensor) -> float:
+    plain = x.float() / 255
+    inverted = torch.where(plain >= 0.5, 1 - plain, plain)
+    is_plain = (views - plain).abs().amax(dim=(1, 2, 3)) < 1e-5
+    is_inverted = (views - inverted).abs().amax(dim=(1, 2, 3)) < 1e-5
+    assert (is_plain ^ is_inverted).all()
+    return is_inverted.double().mean().item()
+
+
+def test_each_view_takes_its_own_recipe() -> None:
+    """[augment.views]: view 1 solarized with p 0.3, view 0 never; a third view takes the
+    list's last value."""
+    x = images(1000)
+    cfg = AugmentConfig(**PLAIN, views={"solarize_p": [0.0, 0.3]})
+    a, b, c = BatchAugment(cfg, 32, *RAW, views=3)(x, gen())
+    assert solarized_share(a, x) == 0.0
+    assert abs(solarized_share(b, x) - 0.3) < 0.05
+    assert abs(solarized_share(c, x) - 0.3) < 0.05
+    # one list over all views: one value for every view, as the plain key
+    same = AugmentConfig(**PLAIN, views={"solarize_p": 0.3})
+    assert all(abs(solarized_share(v, x) - 0.3) < 0.05
+               for v in BatchAugment(same, 32, *RAW)(x, gen()))
+
+
+ASYMMETRIC = AugmentConfig(saturation=0.2, views={"solarize_p": [0.0, 0.9], "grayscale_p": [0.0, 0.5]})
+"""An asymmetric recipe (solo-learn's CIFAR one, its second view made far apart)."""
+
+
+@pytest.fixture(scope="module")
+def asymmetric_reference() -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """Statistics of torchvision's reference pipeline for each view's own recipe."""
+    x = images(N_IMAGES, seed=1)
+    out = []
+    for k in range(2):
+        view = simclr_view(ASYMMETRIC.for_view(k), 32, *RAW)
+        torch.manual_seed(k)
+        out.append(view_stats(torch.stack([view(to_pil(img)) for img in x for _ in range(N_VIEWS)])))
+    return x, out
+
+
+def test_per_view_statistics_match_torchvision_per_view(asymmetric_reference) -> None:
+    """Batched and per-sample paths: each view's statistics are those of its own recipe's
+    reference pipeline, and not those of the other view's (the control)."""
+    x, refs = asymmetric_reference
+    batched = BatchAugment(ASYMMETRIC, 32, *RAW)(x.repeat_interleave(N_VIEWS, dim=0), gen(7))
+    views = multi_view(ASYMMETRIC, 32, *RAW, (View(), View()))
+    torch.manual_seed(3)
+    drawn = [views(to_pil(img)) for img in x for _ in range(N_VIEWS)]
+    per_sample = [torch.stack([d[k] for d in drawn]) for k in range(2)]
+    for k in range(2):
+        for path, got in (("batched", batched[k]), ("per-sample", per_sample[k])):
+            stats_k = view_stats(got)
+            name, diff = largest_difference(stats_k, refs[k])
+            assert diff < TOLERANCE, f"{path} view {k}: {name} differs by {diff:.4f}"
+            assert largest_difference(stats_k, refs[1 - k])[1] > TOLERANCE
 
 
 # --- the torchvision pipelines ----------------------------------------------------------

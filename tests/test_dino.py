@@ -362,3 +362,14 @@ def test_a_vit_student_takes_local_views_of_another_size():
     out["loss"].backward()
     assert out["features"].shape == (4, dim) and torch.isfinite(out["loss"])
     assert encoder.pos_embed.grad is not None
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_head_layers_is_the_papers_nlayers(layers):
+    """dino.head_layers: Linear layers in the MLP, as the paper's (and solo-learn's) nlayers:
+    1 = in -> bottleneck, 2 = in -> hidden -> bottleneck, 3 = two hidden layers."""
+    head = DINOHead(8, 24, 12, 40, layers=layers)
+    linears = [m for m in head.mlp if isinstance(m, nn.Linear)]
+    shapes = [(m.in_features, m.out_features) for m in linears]
+    assert shapes == {1: [(8, 12)], 2: [(8, 24), (24, 12)], 3: [(8, 24), (24, 24), (24, 12)]}[layers]
+    assert head(torch.randn(5, 8)).shape == (5, 40)

@@ -180,3 +180,69 @@ def test_export_takes_the_methods_eval_encoder_from_a_checkpoint(tmp_path):
     student = t.method.eval_encoder().state_dict()
     assert exported.keys() == student.keys()
     assert all(torch.equal(exported[k], student[k]) for k in student)
+
+
+def test_simsiams_predictor_keeps_the_peak_lr_through_warmup_and_decay(tmp_path):
+    """simsiam.predictor_fixed_lr: the predictor's own groups stay at the peak lr while the
+    rest follows the warmup and cosine; off, the predictor follows the schedule too."""
+    t = trainer(tmp_path, "model.method=simsiam", "train.optimizer=sgd", "train.epochs=2",
+                "train.warmup_epochs=1", "train.max_steps_per_epoch=2", "train.log_every=1")
+    predictor = {id(p) for p in t.method.predictor.parameters()}
+    groups = {g["name"]: g for g in t.opt.param_groups}
+    assert {id(p) for n in ("fixed_lr_decay", "fixed_lr_no_decay")
+            for p in groups[n]["params"]} == predictor
+    seen, step = [], t.opt.step
+
+    def recording_step(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen.append({n: g["lr"] for n, g in groups.items()})
+        return step(*args, **kwargs)
+
+    t.opt.step = recording_step
+    t.open_events()
+    for epoch in range(2):
+        t.train_epoch(epoch, Position(epoch=epoch, global_step=2 * epoch))
+    t.events.close()
+    scheduled = [s["decay"] for s in seen]
+    assert scheduled == [t.peak_lr / 2, t.peak_lr, t.peak_lr, t.peak_lr / 2]  # warmup, cosine
+    assert all(s["fixed_lr_decay"] == s["fixed_lr_no_decay"] == t.peak_lr for s in seen)
+    off = trainer(tmp_path / "off", "model.method=simsiam", "simsiam.predictor_fixed_lr=false")
+    assert not any(g.get("fixed_lr") for g in off.opt.param_groups)
+
+
+@pytest.mark.parametrize("mode", ["global", "per_tensor"])
+def test_grad_clip_bounds_what_the_optimizer_steps_with(tmp_path, mode):
+    """train.grad_clip: every optimizer step sees gradients within the threshold (global:
+    their joint norm; per_tensor: each tensor's)."""
+    t = trainer(tmp_path, "train.max_steps_per_epoch=2", "train.grad_clip=0.01",
+                f"train.grad_clip_mode={mode}")
+    norms, step = [], t.opt.step
+
+    def recording_step(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        grads = [p.grad.flatten() for g in t.opt.param_groups for p in g["params"]
+                 if p.grad is not None]
+        norms.append(torch.linalg.vector_norm(torch.cat(grads)).item() if mode == "global"
+                     else max(torch.linalg.vector_norm(g).item() for g in grads))
+        return step(*args, **kwargs)
+
+    t.opt.step = recording_step
+    t.open_events()
+    t.train_epoch(0, Position())
+    t.events.close()
+    assert len(norms) == 2 and max(norms) <= 0.01 * (1 + 1e-4)
+    assert max(norms) > 0.001  # clipped to the threshold, not to nothing
+
+
+def test_val_fraction_zero_trains_on_everything_and_monitors_on_the_test_split(tmp_path):
+    """solo-learn's protocol: all training images train; SSL validation, the kNN monitor and
+    the linear probe's held-out scores use the test split (no 'val' duplicate of it)."""
+    t = trainer(tmp_path, "data.val_fraction=0", "train.max_steps_per_epoch=1",
+                "probe.epochs=1")
+    full = trainer(tmp_path / "split", "train.max_steps_per_epoch=1")
+    assert len(t.splits.train) == len(full.splits.train) + len(full.splits.val)
+    assert t.splits.val is t.splits.test and t.splits.val_is_test
+    t.open_events()
+    t.validate(0, Position())
+    probe = t.linear_probe(0, Position())
+    t.events.close()
+    assert "knn_top1" in t.history.val[-1] and "loss" in t.history.val[-1]
+    assert any(k.startswith("test_") for k in probe) and not any(k.startswith("val_") for k in probe)

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from sslterm.methods.losses import contrastive_topk, nt_xent
+from sslterm.methods.losses import byol_loss, contrastive_topk, negative_cosine, nt_xent
 
 
 def reference_nt_xent(z1, z2, t):
@@ -67,3 +67,16 @@ def test_nt_xent_is_float32_under_autocast():
         loss_32, logits_32, _ = nt_xent(z1, z2, 0.1)
     assert logits_ac.dtype == logits_32.dtype == torch.float32
     assert torch.equal(logits_32, logits) and torch.equal(loss_32, loss)
+
+
+def test_byol_loss_is_the_normalised_squared_distance():
+    """BYOL's pair loss on solo-learn's scale, 2 - 2 cos: the BYOL paper's mean squared
+    distance of the l2-normalised prediction and target, computed here in float64."""
+    g = torch.Generator().manual_seed(0)
+    p, z = torch.randn(16, 8, generator=g), torch.randn(16, 8, generator=g)
+    ref = ((p.double() / p.double().norm(dim=1, keepdim=True)
+            - z.double() / z.double().norm(dim=1, keepdim=True)) ** 2).sum(1).mean()
+    torch.testing.assert_close(byol_loss(p, z).double(), ref)
+    # the control: lightly's example scale (half a negative cosine per pair) is not it
+    assert abs(0.5 * negative_cosine(p, z).item() - ref.item()) > 0.5
+    assert byol_loss(p, p).abs().item() < 1e-6

@@ -68,10 +68,12 @@ class LightlyBYOL(nn.Module):
         return self.projection_head_momentum(self.backbone_momentum(x)).detach()
 
     def loss(self, views):
+        """On solo-learn's scale (``byol_loss_func`` summed over both pairs, 2 - 2 cos each),
+        not the example's half sum of negative cosines."""
         x0, x1 = views
         p0, z0 = self(x0), self.forward_momentum(x0)
         p1, z1 = self(x1), self.forward_momentum(x1)
-        return 0.5 * (self.criterion(p0, z1) + self.criterion(p1, z0))
+        return (2 + 2 * self.criterion(p0, z1)) + (2 + 2 * self.criterion(p1, z0))
 
     def momentum_step(self, step, total, c):
         m = cosine_schedule(step, total, c.momentum_start, c.momentum_end)

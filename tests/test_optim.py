@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from sslterm.train.optim import LARS, lr_at, param_groups, scaled_lr
+from sslterm.train.optim import LARS, clip_gradients, lr_at, param_groups, scaled_lr
 
 
 def test_lars_one_step_by_hand():
@@ -122,3 +122,37 @@ def test_lars_clip_lr_steps_at_most_plain_sgd(lr, clipped):
     plain.step()  # without the clip: lr * ratio * g, shorter than the clipped step at lr 0.05
     assert torch.allclose(unclipped.detach(), w0 - lr * 0.1 * grad, atol=1e-6)
     assert torch.equal(w.detach(), unclipped.detach()) == (not clipped)
+
+
+def _grads(seed: int) -> list[torch.nn.Parameter]:
+    g = torch.Generator().manual_seed(seed)
+    params = [torch.nn.Parameter(torch.zeros(shape)) for shape in ((4, 3), (5,), (2, 2, 3))]
+    for p, scale in zip(params, (10.0, 0.01, 3.0), strict=True):
+        p.grad = torch.randn(p.shape, generator=g) * scale
+    return params
+
+
+def test_clip_gradients_global_is_torchs():
+    ours, ref = _grads(0), _grads(0)
+    clip_gradients(ours, 1.5, "global")
+    torch.nn.utils.clip_grad_norm_(ref, 1.5)
+    for a, b in zip(ours, ref, strict=True):
+        torch.testing.assert_close(a.grad, b.grad)
+    assert torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in ours])) <= 1.5 + 1e-5
+
+
+def test_clip_gradients_per_tensor_is_dinos():
+    """The DINO paper's utils.clip_gradients, as a loop: each tensor by its own norm; a
+    tensor below the threshold is left as it is (the control: global clipping is not)."""
+    ours, ref = _grads(1), _grads(1)
+    clip_gradients(ours, 1.5, "per_tensor")
+    for p in ref:
+        coef = 1.5 / (p.grad.norm(2) + 1e-6)
+        if coef < 1:
+            p.grad.mul_(coef)
+    for a, b in zip(ours, ref, strict=True):
+        torch.testing.assert_close(a.grad, b.grad)
+    assert torch.equal(ours[1].grad, _grads(1)[1].grad)  # small: untouched
+    glob = _grads(1)
+    clip_gradients(glob, 1.5, "global")
+    assert not torch.allclose(glob[1].grad, ours[1].grad)

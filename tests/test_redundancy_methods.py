@@ -85,6 +85,23 @@ def test_vicreg_loss_equals_lightly_values_and_gradients(weights):
         torch.testing.assert_close(a, b)
 
 
+def solo_learn_variance(z1, z2, eps=1e-4):
+    """solo-learn's ``variance_loss`` (solo/losses/vicreg.py), written out: the hinge of
+    each view's per-dimension std, summed over the two views."""
+    std1, std2 = torch.sqrt(z1.var(dim=0) + eps), torch.sqrt(z2.var(dim=0) + eps)
+    return torch.relu(1 - std1).mean() + torch.relu(1 - std2).mean()
+
+
+def test_vicreg_variance_sum_is_solo_learns():
+    z1, z2 = _embeddings(5)
+    _, variance, _ = vicreg_terms(z1, z2, variance_sum=True)
+    torch.testing.assert_close(variance, solo_learn_variance(z1, z2))
+    loss, inv, var, cov = vicreg_loss(z1, z2, 25.0, 25.0, 1.0, variance_sum=True)
+    torch.testing.assert_close(loss, 25.0 * inv + 25.0 * solo_learn_variance(z1, z2) + cov)
+    # the control: the default (the paper's code, lightly) is half of it
+    torch.testing.assert_close(vicreg_terms(z1, z2)[1], 0.5 * solo_learn_variance(z1, z2))
+
+
 def test_vicreg_terms_equal_lightlys_and_each_is_active():
     z1, z2 = _embeddings(4)
     invariance, variance, covariance = vicreg_terms(z1, z2)

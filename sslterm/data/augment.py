@@ -10,7 +10,8 @@ Per view, in the reference's order: random resized crop (a plain resize when
 ``crop`` is off) and horizontal flip, done as one separable bilinear resample (two
 batched matmuls with per-sample weight matrices: PIL/torchvision's antialiased
 bilinear, restricted to the crop box); random rotation; colour jitter in a random
-order per sample; grayscale; optional Gaussian blur; normalisation.
+order per sample; grayscale; optional Gaussian blur; solarization; normalisation. Each
+view has its own recipe where the profile sets [augment.views] (``views.view_config``).
 
 One code path for CPU and CUDA: parameters are drawn on the generator's device
 (the images' device without one) and moved to the images, so a CPU generator gives
@@ -167,6 +168,16 @@ def sample_rotation(
     return angle * sample_bernoulli(n, p, generator, device)
 
 
+def sample_solarize(
+    n: int,
+    p: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Per-sample solarization coin flips [n] (bool)."""
+    return sample_bernoulli(n, p, generator, device)
+
+
 def sample_blur_sigma(
     n: int,
     p: float,
@@ -178,10 +189,11 @@ def sample_blur_sigma(
     return sigma * sample_bernoulli(n, p, generator, device)
 
 
-def jitter_ranges(strength: float) -> tuple[tuple[float, float], ...]:
-    """Factor ranges (brightness, contrast, saturation, hue) of ColorJitter(0.8s, 0.8s, 0.8s, 0.2s)."""
-    blend = (max(0.0, 1.0 - 0.8 * strength), 1.0 + 0.8 * strength)
-    return blend, blend, blend, (-0.2 * strength, 0.2 * strength)
+def jitter_ranges(jitter: tuple[float, float, float, float]) -> tuple[tuple[float, float], ...]:
+    """Factor ranges of ColorJitter(brightness, contrast, saturation, hue): ``[max(0, 1 - v),
+    1 + v]`` for the first three, ``[-hue, hue]`` turns for the hue shift."""
+    *blends, hue = jitter
+    return (*((max(0.0, 1.0 - v), 1.0 + v) for v in blends), (-hue, hue))
 
 
 @dataclass(frozen=True)
@@ -205,19 +217,19 @@ class JitterParams:
 
 def sample_jitter(
     n: int,
-    strength: float,
+    jitter: tuple[float, float, float, float],
     p: float,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> JitterParams:
-    """ColorJitter(0.8s, 0.8s, 0.8s, 0.2s) applied with probability p: factors and order.
+    """ColorJitter(*jitter) applied with probability p: factors and order.
 
     Brightness, contrast and saturation take the three stages the hue step leaves
     free, in an independent uniformly random order per sample.
     """
     dev = _device(generator, device)
     factors = torch.stack(
-        [_uniform((n,), lo, hi, generator, dev) for lo, hi in jitter_ranges(strength)], dim=1
+        [_uniform((n,), lo, hi, generator, dev) for lo, hi in jitter_ranges(jitter)], dim=1
     )
     applied = sample_bernoulli(n, p, generator, dev)
     identity = torch.ones(4, device=dev)  # (1, 1, 1, 0), made on the device: no host copy
@@ -243,6 +255,7 @@ class ViewParams:
     jitter: JitterParams
     gray: torch.Tensor  # [n] bool
     sigma: torch.Tensor  # [n] blur sigma, 0 = none
+    solarize: torch.Tensor  # [n] bool
 
     def to(self, device: torch.device) -> ViewParams:
         return _map(self, lambda t: t.to(device))
@@ -291,9 +304,10 @@ def sample_views(
         boxes=boxes,
         flip=sample_bernoulli(n, cfg.flip_p, generator, dev),
         angle=sample_rotation(n, cfg.rotation_p, cfg.rotation_degrees, generator, dev),
-        jitter=sample_jitter(n, cfg.color_strength, cfg.color_p, generator, dev),
+        jitter=sample_jitter(n, cfg.jitter, cfg.color_p, generator, dev),
         gray=sample_bernoulli(n, cfg.grayscale_p, generator, dev),
         sigma=sample_blur_sigma(n, cfg.blur_p if cfg.blur else 0.0, generator, dev),
+        solarize=sample_solarize(n, cfg.solarize_p, generator, dev),
     )
 
 
@@ -401,9 +415,15 @@ def grayscale(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return x.lerp_(_gray(x), mask.to(x.dtype).view(-1, 1, 1, 1))
 
 
+BLUR_RADIUS = math.ceil(3 * BLUR_SIGMA[1])
+
+
 def blur_kernel_size(size: int) -> int:
-    """Odd kernel about 10% of the image size (3 at 32 px, 23 at 224 px), as in SimCLR."""
-    return max(3, int(0.1 * size) // 2 * 2 + 1)
+    """Odd kernel covering three of the largest sigma each side (13 taps), as PIL's full
+    Gaussian blur (solo-learn's, lightly's, DINO's) does, but no wider than the image
+    allows for reflect padding. SimCLR's 10% of the image (3 taps at 32 px) cuts the
+    Gaussian short on small images and blurs them less than the recipes do."""
+    return 2 * max(1, min(BLUR_RADIUS, size - 1)) + 1
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
@@ -422,6 +442,13 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> tor
     out = F.conv2d(out, kernel.view(n * c, 1, kernel_size, 1), groups=n * c)
     out = F.conv2d(out, kernel.view(n * c, 1, 1, kernel_size), groups=n * c)
     return out.view(n, c, h, w)
+
+
+def solarize(x: torch.Tensor, mask: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Invert the values at or above ``threshold`` of the masked samples of [n, 3, H, W]
+    images in [0, 1]: PIL's ImageOps.solarize at ``ceil(threshold * 255)``."""
+    flip = (x >= threshold) & mask.view(-1, 1, 1, 1)
+    return torch.where(flip, 1.0 - x, x)
 
 
 def _normalizer(
@@ -456,7 +483,7 @@ class BatchAugment(torch.nn.Module):
         self.cfg = cfg
         self.size = size
         self.views = resolve_views((View(),) * views if isinstance(views, int) else views,
-                                   size, cfg.crop_scale)
+                                   size, cfg.crop_scale, cfg.views.longest())
         self.groups = [(view_config(cfg, v), v.size, slots)
                        for v, slots in view_groups(self.views).items()]
         scale, bias = _normalizer(mean, std, torch.device("cpu"))
@@ -509,12 +536,14 @@ class BatchAugment(torch.nn.Module):
         x = resized_crop(x, params.boxes, params.flip, size, gain=1 / 255)
         if cfg.rotation_p > 0 and cfg.rotation_degrees > 0:
             x = rotate(x, params.angle)
-        if cfg.color_strength > 0 and cfg.color_p > 0:
+        if cfg.jitters():
             x = color_jitter(x, params.jitter)
         if cfg.grayscale_p > 0:
             x = grayscale(x, params.gray)
         if cfg.blur and cfg.blur_p > 0:
             x = gaussian_blur(x, params.sigma, blur_kernel_size(size))
+        if cfg.solarize_p > 0:
+            x = solarize(x, params.solarize, cfg.solarize_threshold)
         return x.mul_(self.scale.to(x.device)).add_(self.bias.to(x.device))
 
 

@@ -124,6 +124,10 @@ class Splits:
     ``train_indices`` / ``val_indices`` index the full training set, i.e. the rows of
     ``tensors("train")`` are ``full[train_indices]``: indexed into the one (memory-mapped)
     full split, never copied out of it.
+
+    With ``val_fraction`` 0 the whole training set trains and ``val`` is the test split
+    (``val_is_test``): SSL validation and the kNN monitor score it, as solo-learn's
+    recipes do (their val_path is the test set).
     """
 
     def __init__(self, source: Source, seed: int, val_fraction: float, cache: bool = True) -> None:
@@ -133,8 +137,10 @@ class Splits:
         self._full: dict[OfficialSplit, ImageTensors] = {}
         self.train_indices, self.val_indices = split_indices(len(source.train), val_fraction, seed)
         self.train: Dataset = Subset(source.train, self.train_indices.tolist())
-        self.val: Dataset = Subset(source.train, self.val_indices.tolist())
+        self.val_is_test = len(self.val_indices) == 0
         self.test: Dataset = source.test
+        self.val: Dataset = (self.test if self.val_is_test
+                             else Subset(source.train, self.val_indices.tolist()))
 
     def tensors(self, split: Split) -> ImageRows:
         """Decoded uint8 images + labels of ``split`` via the tensor cache (small datasets only):
@@ -151,7 +157,7 @@ class Splits:
                 f"{self.info.name}: images are too large for the uint8 tensor cache "
                 f"({self.info.image_size} px); use data.augment = 'cpu'"
             )
-        if split == "test":
+        if split == "test" or (split == "val" and self.val_is_test):
             test = self._official("test")
             return test.rows(torch.arange(len(test)))
         indices = self.train_indices if split == "train" else self.val_indices

@@ -13,10 +13,12 @@ uint8 images with a float tensor made only at the end. Two steps differ:
 - blur: PIL's ``ImageFilter.GaussianBlur(sigma)``, with the reference's sigma law (uniform
   in BLUR_SIGMA, with probability blur_p) -- the blur of lightly's and the DINO paper's
   pipelines. PIL approximates the full Gaussian of that sigma by three box passes (edges
-  extended); torchvision samples it on ``blur_kernel_size`` taps (reflected edges). At
-  224 px (23 taps, 5.5 sigma) the two agree to about one grey level; on small images
-  torchvision's few taps cut the Gaussian short and blur less (3 taps at 32 px). PIL's
-  costs 2-3 ms per 224 px view against 60-86 ms for ``v2.GaussianBlur`` on a PIL image.
+  extended); torchvision samples it on ``blur_kernel_size`` taps (three of the largest
+  sigma each side, reflected edges). The two agree to about one grey level at 224 and at
+  32 px. PIL's costs 2-3 ms per 224 px view against 60-86 ms for ``v2.GaussianBlur`` on a
+  PIL image.
+- solarization: PIL's ``ImageOps.solarize`` on the uint8 view, as the reference's
+  ``v2.RandomSolarize`` on a PIL image.
 - decoding (:class:`Views` given a file path): the crop boxes of all views are drawn at
   full resolution from the file's header, then the JPEG is decoded at the largest
   reduction (1/2, 1/4, 1/8: Pillow's ``draft``) that keeps every box at least its
@@ -26,13 +28,14 @@ uint8 images with a float tensor made only at the end. Two steps differ:
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter
+from PIL import Image, ImageFilter, ImageOps
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms import RandomResizedCrop as RandomResizedCropV1
 from torchvision.transforms.v2 import functional as TF
@@ -56,8 +59,8 @@ def simclr_view(
     """One random SimCLR view of a PIL image as a normalised float tensor [3, size, size].
 
     Random resized crop (a plain resize when ``cfg.crop`` is off), flip, rotation,
-    ColorJitter(0.8s, 0.8s, 0.8s, 0.2s) with probability color_p, grayscale, optional
-    blur; steps with zero probability are left out.
+    ColorJitter(brightness, contrast, saturation, hue) with probability color_p, grayscale,
+    optional blur, solarization; steps with zero probability are left out.
     """
     steps: list[v2.Transform] = [
         v2.RandomResizedCrop(size, scale=cfg.crop_scale, ratio=cfg.crop_ratio)
@@ -71,16 +74,21 @@ def simclr_view(
             cfg.rotation_degrees, interpolation=v2.InterpolationMode.BILINEAR
         )
         steps.append(v2.RandomApply([rotation], p=cfg.rotation_p))
-    if cfg.color_strength > 0 and cfg.color_p > 0:
-        brightness, contrast, saturation, hue = jitter_ranges(cfg.color_strength)
-        jitter = v2.ColorJitter(brightness, contrast, saturation, hue)
-        steps.append(v2.RandomApply([jitter], p=cfg.color_p))
+    if cfg.jitters():
+        steps.append(v2.RandomApply([v2.ColorJitter(*cfg.jitter)], p=cfg.color_p))
     if cfg.grayscale_p > 0:
         steps.append(v2.RandomGrayscale(cfg.grayscale_p))
     if cfg.blur and cfg.blur_p > 0:
         blur = v2.GaussianBlur(blur_kernel_size(size), sigma=BLUR_SIGMA)
         steps.append(v2.RandomApply([blur], p=cfg.blur_p))
+    if cfg.solarize_p > 0:
+        steps.append(v2.RandomSolarize(solarize_level(cfg.solarize_threshold), p=cfg.solarize_p))
     return v2.Compose(steps + _to_normalized_tensor(mean, std))
+
+
+def solarize_level(threshold: float) -> int:
+    """The uint8 level from which PIL inverts: values >= ``threshold`` of the maximum."""
+    return math.ceil(threshold * 255 - 1e-9)
 
 
 @dataclass(frozen=True)
@@ -91,9 +99,11 @@ class ViewDraw:
     box: tuple[int, int, int, int]  # top, left, height, width at full resolution
     flip: bool
     angle: float | None  # rotation in degrees; None: not rotated
-    jitter: tuple[tuple[int, ...], float, float, float, float] | None  # order, b, c, s, hue
+    # order, then the brightness, contrast, saturation and hue factors (None: not jittered)
+    jitter: tuple[tuple[int, ...], float | None, float | None, float | None, float | None] | None
     gray: bool
     sigma: float | None  # blur; None: not blurred
+    solarize: bool = False
 
 
 _JITTER_OPS = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
@@ -120,7 +130,10 @@ class SampleView:
         std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
         self.scale = 1.0 / (255.0 * std_t)  # (x / 255 - mean) / std = x * scale + bias
         self.bias = -torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) / std_t
-        self.jitter_ranges = jitter_ranges(cfg.color_strength)
+        # ColorJitter leaves out (and draws nothing for) a component of strength 0
+        self.jitter_ranges = [None if v == 0 else r
+                              for v, r in zip(cfg.jitter, jitter_ranges(cfg.jitter), strict=True)]
+        self.solarize_level = solarize_level(cfg.solarize_threshold)
 
     def draw(self, width: int, height: int) -> ViewDraw:
         """The view's parameters for an image of this size, in the reference's draw order."""
@@ -136,15 +149,16 @@ class SampleView:
         if c.rotation_p > 0 and c.rotation_degrees > 0 and _coin(c.rotation_p):
             angle = _uniform(-c.rotation_degrees, c.rotation_degrees)
         jitter = None
-        if c.color_strength > 0 and c.color_p > 0 and _coin(c.color_p):
+        if c.jitters() and _coin(c.color_p):
             order = tuple(torch.randperm(4).tolist())
-            b, ct, s, h = (_uniform(lo, hi) for lo, hi in self.jitter_ranges)
+            b, ct, s, h = (None if r is None else _uniform(*r) for r in self.jitter_ranges)
             jitter = (order, b, ct, s, h)
         gray = c.grayscale_p > 0 and _coin(c.grayscale_p)
         sigma = None
         if c.blur and c.blur_p > 0 and _coin(c.blur_p):
             sigma = _uniform(*BLUR_SIGMA)
-        return ViewDraw(box, flip, angle, jitter, gray, sigma)  # type: ignore[arg-type]
+        solarize = c.solarize_p > 0 and _coin(c.solarize_p)
+        return ViewDraw(box, flip, angle, jitter, gray, sigma, solarize)  # type: ignore[arg-type]
 
     def pixels(self, image: Image.Image, draw: ViewDraw, reduced: float = 1.0) -> Image.Image:
         """The augmented view as a uint8 RGB PIL image. ``reduced``: the image was decoded at
@@ -165,11 +179,14 @@ class SampleView:
         if draw.jitter is not None:
             order, *factors = draw.jitter
             for op in order:
-                view = _JITTER_OPS[op](view, factors[op])
+                if factors[op] is not None:
+                    view = _JITTER_OPS[op](view, factors[op])
         if draw.gray:
             view = TF.rgb_to_grayscale(view, num_output_channels=3)
         if draw.sigma is not None:
             view = view.filter(ImageFilter.GaussianBlur(draw.sigma))
+        if draw.solarize:
+            view = ImageOps.solarize(view, self.solarize_level)
         return view
 
     def to_tensor(self, view: Image.Image) -> torch.Tensor:
@@ -227,7 +244,7 @@ def multi_view(
 ) -> Views:
     """The per-sample counterpart of ``BatchAugment(cfg, size, mean, std, views)``: one
     :class:`SampleView` per view, at its size and crop scale (equal views share one)."""
-    resolved = resolve_views(views, size, cfg.crop_scale)
+    resolved = resolve_views(views, size, cfg.crop_scale, cfg.views.longest())
     pipelines = {v: SampleView(view_config(cfg, v), v.size, mean, std) for v in resolved}
     return Views([pipelines[v] for v in resolved])
 

@@ -93,11 +93,16 @@ class Method(nn.Module):
     def eval_encoder(self) -> nn.Module:
         return self.encoder
 
+    def fixed_lr_parameters(self) -> list[nn.Parameter]:
+        """Parameters trained at the peak lr throughout, outside the warmup and decay
+        (SimSiam's predictor); none by default."""
+        return []
+
 
 class PredictorMethod(Method):
     """Two views through encoder, projector and predictor; each prediction is pulled to a
-    target for the other view by negative cosine (BYOL, SimSiam). Subclasses say only what
-    the targets are (``targets``); the loss is half the symmetric sum, as in lightly."""
+    target for the other view (BYOL, SimSiam). Subclasses say what the targets are
+    (``targets``) and may rescale a pair's loss (``pair_loss``); the loss sums both pairs."""
 
     shape_keys = ("projector_hidden_dim", "projector_dim", "predictor_hidden_dim")
 
@@ -111,6 +116,11 @@ class PredictorMethod(Method):
         """What the predictions of views 0 and 1 are pulled to (no gradient flows into it)."""
         raise NotImplementedError
 
+    def pair_loss(self, p: Tensor, target: Tensor) -> Tensor:
+        """One view's prediction against the other view's target: half the negative cosine
+        (SimSiam's paper and lightly: the sum over both pairs is their mean)."""
+        return 0.5 * negative_cosine(p, target)
+
     def _branch(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         h = self.encoder(x)
         z = self.projector(h)
@@ -119,7 +129,7 @@ class PredictorMethod(Method):
     def _loss(self, views: list[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         (h1, z1, p1), (_, z2, p2) = self._branch(views[0]), self._branch(views[1])
         t1, t2 = self.targets(views, z1, z2)
-        loss = 0.5 * (negative_cosine(p1, t2) + negative_cosine(p2, t1))
+        loss = self.pair_loss(p1, t2) + self.pair_loss(p2, t1)
         return loss, h1, z1, z2
 
     def training_step(self, views: list[Tensor]) -> dict[str, Tensor]:

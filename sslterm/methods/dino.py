@@ -62,7 +62,7 @@ def by_resolution(views: list[Tensor]) -> list[list[int]]:
 @register_method("dino")
 class DINO(Method):
     shape_keys = ("projector_hidden_dim", "bottleneck_dim", "output_dim", "norm_last_layer",
-                  "head_batch_norm")
+                  "head_batch_norm", "head_layers")
 
     def __init__(self, encoder: nn.Module, head: DINOHead, config: DINOConfig) -> None:
         super().__init__()
@@ -77,7 +77,8 @@ class DINO(Method):
     def create(cls, encoder: nn.Module, feature_dim: int, config: DINOConfig) -> DINO:
         c = config
         head = DINOHead(feature_dim, c.projector_hidden_dim, c.bottleneck_dim, c.output_dim,
-                        batch_norm=c.head_batch_norm, norm_last_layer=c.norm_last_layer)
+                        batch_norm=c.head_batch_norm, norm_last_layer=c.norm_last_layer,
+                        layers=c.head_layers)
         return cls(encoder, head, c)
 
     def views(self) -> tuple[View, ...]:

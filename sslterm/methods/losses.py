@@ -59,6 +59,14 @@ def negative_cosine(p: Tensor, z: Tensor) -> Tensor:
         return -F.cosine_similarity(p.float(), z.float(), dim=1, eps=1e-8).mean()
 
 
+def byol_loss(p: Tensor, z: Tensor) -> Tensor:
+    """BYOL's loss of one (prediction, target) pair as the paper and solo-learn
+    (``byol_loss_func``): the mean squared distance of the l2-normalised vectors,
+    ``2 - 2 cos``. BYOL sums it over both pairs: four times the gradient of lightly's
+    example (half the sum of the negative cosines), which the recipes' lr assumes."""
+    return 2 + 2 * negative_cosine(p, z)
+
+
 def moco_infonce(q: Tensor, k: Tensor, temperature: float, *, keys: Tensor | None = None,
                  offset: int = 0) -> Tensor:
     """MoCo v3's contrastive loss of queries ``q`` against momentum keys, scaled by 2T.
@@ -115,19 +123,20 @@ def barlow_twins_loss(z1: Tensor, z2: Tensor, lambda_offdiag: float,
     return scale * (on_diag + lambda_offdiag * off_diag), on_diag, off_diag
 
 
-def vicreg_terms(z1: Tensor, z2: Tensor, eps: float = 1e-4) -> tuple[Tensor, Tensor, Tensor]:
+def vicreg_terms(z1: Tensor, z2: Tensor, eps: float = 1e-4,
+                 variance_sum: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """VICReg's unweighted ``(invariance, variance, covariance)`` terms, as its paper's code.
 
     Invariance: mean squared distance of the two views' embeddings. Variance: per view, the
     mean hinge ``relu(1 - std)`` of each dimension's std over the batch, averaged over the
-    views. Covariance: per view, the squared off-diagonal covariances over the batch summed
+    views (summed with ``variance_sum``, as solo-learn's ``variance_loss``). Covariance: per view, the squared off-diagonal covariances over the batch summed
     and divided by the dimension, summed over the views. The last two are batch statistics:
     a multi-process caller gathers the embeddings first. Float32 under autocast.
     """
     with float32(z1.device):
         z1, z2 = z1.float(), z2.float()
         invariance = F.mse_loss(z1, z2)
-        variance = 0.5 * (_std_hinge(z1, eps) + _std_hinge(z2, eps))
+        variance = (_std_hinge(z1, eps) + _std_hinge(z2, eps)) * (1.0 if variance_sum else 0.5)
         covariance = _offdiag_covariance(z1) + _offdiag_covariance(z2)
     return invariance, variance, covariance
 
@@ -144,10 +153,11 @@ def _offdiag_covariance(z: Tensor) -> Tensor:
 
 def vicreg_loss(z1: Tensor, z2: Tensor, invariance_weight: float = 25.0,
                 variance_weight: float = 25.0, covariance_weight: float = 1.0,
-                eps: float = 1e-4) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                eps: float = 1e-4, variance_sum: bool = False,
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """VICReg: ``(loss, invariance, variance, covariance)``, the loss the weighted sum of the
     three terms of ``vicreg_terms`` (paper defaults 25 / 25 / 1)."""
-    invariance, variance, covariance = vicreg_terms(z1, z2, eps)
+    invariance, variance, covariance = vicreg_terms(z1, z2, eps, variance_sum)
     loss = (invariance_weight * invariance + variance_weight * variance
             + covariance_weight * covariance)
     return loss, invariance, variance, covariance

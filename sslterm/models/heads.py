@@ -81,24 +81,27 @@ def vicreg_projector(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequentia
 
 
 class DINOHead(nn.Module):
-    """DINO's head: an MLP (``in -> hidden -> hidden -> bottleneck``, GELU, BatchNorm only if
-    asked, as lightly's ``DINOProjectionHead`` and the paper's code), l2 normalisation, then a
+    """DINO's head: an MLP of ``layers`` Linear layers (3: ``in -> hidden -> hidden ->
+    bottleneck``, 2: ``in -> hidden -> bottleneck``, 1: ``in -> bottleneck``; GELU, BatchNorm
+    only if asked, as lightly's ``DINOProjectionHead`` and the paper's code, whose
+    ``nlayers`` it is), l2 normalisation, then a
     weight-normalised bias-free Linear to ``output_dim`` prototypes. With
     ``norm_last_layer`` its gain stays fixed at 1, so each prototype is a unit vector and
     the outputs are cosines. The weight norm is torch's parametrization (``weight_g`` is
     ``parametrizations.weight.original0``, ``weight_v`` is ``original1``)."""
 
     def __init__(self, in_dim: int, hidden_dim: int, bottleneck_dim: int, output_dim: int, *,
-                 batch_norm: bool = False, norm_last_layer: bool = True) -> None:
+                 batch_norm: bool = False, norm_last_layer: bool = True, layers: int = 3) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        for a, b in ((in_dim, hidden_dim), (hidden_dim, hidden_dim)):
-            layers.append(nn.Linear(a, b, bias=not batch_norm))
+        widths = [in_dim] + [hidden_dim] * (layers - 1)
+        mlp: list[nn.Module] = []
+        for a, b in zip(widths, widths[1:]):
+            mlp.append(nn.Linear(a, b, bias=not batch_norm))
             if batch_norm:
-                layers.append(nn.BatchNorm1d(b))
-            layers.append(nn.GELU())
-        layers.append(nn.Linear(hidden_dim, bottleneck_dim))
-        self.mlp = nn.Sequential(*layers)
+                mlp.append(nn.BatchNorm1d(b))
+            mlp.append(nn.GELU())
+        mlp.append(nn.Linear(widths[-1], bottleneck_dim))
+        self.mlp = nn.Sequential(*mlp)
         for m in self.mlp:  # the paper's init; the last layer keeps Linear's own, as there
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02, a=-2.0, b=2.0)

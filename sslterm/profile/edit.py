@@ -27,7 +27,7 @@ from tomlkit.toml_document import TOMLDocument
 from sslterm.errors import ProfileError
 from sslterm.profile.schema import LEGACY_MODEL_KEYS, Profile
 
-FieldKind = Literal["bool", "int", "float", "str", "choice", "pair"]
+FieldKind = Literal["bool", "int", "float", "str", "choice", "pair", "list"]
 _MISSING = object()
 
 
@@ -142,7 +142,7 @@ def parse_input(text: str, kind: FieldKind) -> Any:
         return text
     if kind == "bool":
         return text.lower() in ("1", "true", "yes", "on")
-    literal = text if kind != "pair" or text.startswith("[") else f"[{text}]"
+    literal = text if kind not in ("pair", "list") or text.startswith("[") else f"[{text}]"
     try:
         value = tomlkit.parse(f"v = {literal}")["v"]
     except ParseError:
@@ -185,6 +185,8 @@ def _kind(ann: Any) -> tuple[FieldKind, tuple[str, ...]]:
         return "choice", tuple(str(a) for a in typing.get_args(ann))
     if origin in (tuple, typing.Tuple):  # noqa: UP006 - matching what annotations may hold
         return "pair", ()
+    if origin is list and typing.get_args(ann) == (float,):
+        return "list", ()  # per-view values: "0, 0.2"
     if origin in (typing.Union, types.UnionType):
         raise TypeError(f"optional fields are not supported in profiles: {ann}")
     if ann is bool:

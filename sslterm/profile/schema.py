@@ -74,7 +74,9 @@ class DataConfig(Section):
         0, ge=0, le=1024, description="Training image size in pixels; 0 = the dataset's own."
     )
     val_fraction: float = Field(
-        0.1, ge=0.0, lt=1.0, description="Share of the training set held out for SSL validation."
+        0.1, ge=0.0, lt=1.0, description="Share of the training set held out for SSL "
+        "validation and the kNN monitor; 0 = train on all of it and monitor on the test "
+        "split (as solo-learn does).",
     )
     num_workers: int = Field(16, ge=0, le=256, description="DataLoader worker processes.")
     augment: Literal["auto", "gpu", "cpu"] = Field(
@@ -99,6 +101,71 @@ class DataConfig(Section):
     synthetic_classes: int = Field(4, ge=2, description="synthetic: number of classes.")
 
 
+def strength_jitter(strength: float) -> tuple[float, float, float, float]:
+    """SimCLR's colour-distortion strength s as ColorJitter's (brightness, contrast,
+    saturation, hue) = (0.8s, 0.8s, 0.8s, 0.2s)."""
+    return 0.8 * strength, 0.8 * strength, 0.8 * strength, 0.2 * strength
+
+
+JITTER_KEYS = ("brightness", "contrast", "saturation", "hue")
+PER_VIEW_KEYS = ("flip_p", "color_p", *JITTER_KEYS, "grayscale_p", "blur_p", "solarize_p")
+"""The [augment] keys that [augment.views] may set per view."""
+
+
+def _probability(key: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise FieldProblem(key, f"must be between 0 and 1 (got {value:g})")
+
+
+def check_view_value(key: str, name: str, value: float) -> None:
+    """The range of one [augment] value that may also be set per view: a probability, a
+    jitter strength >= 0 (ColorJitter's), a hue shift in [0, 0.5]."""
+    if name == "hue":
+        if not 0.0 <= value <= 0.5:
+            raise FieldProblem(key, f"must be between 0 and 0.5 (got {value:g})")
+    elif name in JITTER_KEYS:
+        if value < 0:
+            raise FieldProblem(key, f"must be >= 0 (got {value:g})")
+    else:
+        _probability(key, value)
+
+
+class PerViewAugment(Section):
+    """Values that differ between a method's views (the asymmetric recipes of BYOL, MoCo v3
+    and DINO: one view blurred, the other solarized). Each key holds one value per view, in
+    the order the method makes them (DINO: the two global views, then the local ones);
+    views past the list's end take its last value, and an unset key leaves every view at
+    the [augment] value."""
+
+    flip_p: list[float] = Field([], description="Horizontal flip probability per view.")
+    color_p: list[float] = Field([], description="Colour-jitter probability per view.")
+    brightness: list[float] = Field([], description="Brightness jitter per view.")
+    contrast: list[float] = Field([], description="Contrast jitter per view.")
+    saturation: list[float] = Field([], description="Saturation jitter per view.")
+    hue: list[float] = Field([], description="Hue jitter per view.")
+    grayscale_p: list[float] = Field([], description="Grayscale probability per view.")
+    blur_p: list[float] = Field(
+        [], description="Blur probability per view (augment.blur must be on).")
+    solarize_p: list[float] = Field([], description="Solarization probability per view.")
+
+    @field_validator(*PER_VIEW_KEYS, mode="before")
+    @classmethod
+    def _listed(cls, value: Any) -> Any:
+        """One number means that value for every view."""
+        return [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _ranges(self) -> PerViewAugment:
+        for name in PER_VIEW_KEYS:
+            for value in getattr(self, name):
+                check_view_value(f"augment.views.{name}", name, value)
+        return self
+
+    def longest(self) -> int:
+        """The most values any key holds: views from this index on are all alike."""
+        return max((len(getattr(self, name)) for name in PER_VIEW_KEYS), default=0)
+
+
 class AugmentConfig(Section):
     crop: bool = Field(True, description="Random resized crop (off for SVHN, which rotates).")
     crop_scale: tuple[float, float] = Field((0.08, 1.0), description="Crop area range.")
@@ -108,14 +175,29 @@ class AugmentConfig(Section):
         0.5,
         ge=0.0,
         le=2.0,
-        description="Colour-distortion strength s: jitter (0.8s, 0.8s, 0.8s, 0.2s).",
+        description="Colour-distortion strength s, a shorthand for the jitter keys left "
+        "unset: brightness, contrast, saturation 0.8s, hue 0.2s.",
     )
+    brightness: float = Field(0.4, ge=0.0, description="Brightness jitter: factor in "
+                              "[1 - b, 1 + b]; unset: 0.8 * color_strength.")
+    contrast: float = Field(0.4, ge=0.0, description="Contrast jitter: factor in [1 - c, 1 + c]; "
+                            "unset: 0.8 * color_strength.")
+    saturation: float = Field(0.4, ge=0.0, description="Saturation jitter: factor in "
+                              "[1 - s, 1 + s]; unset: 0.8 * color_strength.")
+    hue: float = Field(0.1, ge=0.0, le=0.5, description="Hue jitter: shift in [-h, h] turns; "
+                       "unset: 0.2 * color_strength.")
     color_p: float = Field(0.8, ge=0.0, le=1.0, description="Colour-jitter probability.")
     grayscale_p: float = Field(0.2, ge=0.0, le=1.0, description="Grayscale probability.")
-    blur: bool = Field(False, description="Gaussian blur (hurts on 32 px images).")
+    blur: bool = Field(False, description="Gaussian blur (PIL's, sigma 0.1-2).")
     blur_p: float = Field(0.5, ge=0.0, le=1.0, description="Blur probability when blur is on.")
+    solarize_p: float = Field(0.0, ge=0.0, le=1.0, description="Solarization probability: "
+                              "values at or above the threshold are inverted.")
+    solarize_threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="Solarization threshold, a share of the maximum "
+        "(0.5 = PIL's 128 of 255).")
     rotation_p: float = Field(0.0, ge=0.0, le=1.0, description="Random-rotation probability.")
     rotation_degrees: float = Field(30.0, ge=0.0, le=180.0, description="Max rotation angle.")
+    views: PerViewAugment = Field(default_factory=PerViewAugment)
 
     @model_validator(mode="after")
     def _ranges(self) -> AugmentConfig:
@@ -125,7 +207,38 @@ class AugmentConfig(Section):
                 raise FieldProblem(f"augment.{name}", f"must be 0 < low <= high (got [{lo}, {hi}])")
         if self.crop_scale[1] > 1.0:
             raise FieldProblem("augment.crop_scale", "high end must be <= 1")
+        if self.views.blur_p and not self.blur:
+            raise FieldProblem("augment.views.blur_p", "needs augment.blur = true",
+                               {"augment.blur": "must be true where augment.views.blur_p is set"})
         return self
+
+    @model_validator(mode="after")
+    def _strength(self) -> AugmentConfig:
+        """The jitter keys left unset follow ``color_strength`` (no re-validation loop)."""
+        for name, value in zip(JITTER_KEYS, strength_jitter(self.color_strength), strict=True):
+            if name not in self.model_fields_set:
+                self.__dict__[name] = value
+        return self
+
+    @property
+    def jitter(self) -> tuple[float, float, float, float]:
+        """ColorJitter's (brightness, contrast, saturation, hue) of this recipe."""
+        return self.brightness, self.contrast, self.saturation, self.hue
+
+    def jitters(self) -> bool:
+        return self.color_p > 0 and any(v > 0 for v in self.jitter)
+
+    def for_view(self, index: int) -> AugmentConfig:
+        """The recipe of view ``index``: the [augment.views] values at that index (the last
+        where a list is shorter) over the [augment] ones, with no per-view lists left."""
+        update: dict[str, Any] = {"views": PerViewAugment()}
+        for name in PER_VIEW_KEYS:
+            values = getattr(self.views, name)
+            if values:
+                update[name] = values[min(index, len(values) - 1)]
+        copy = self.model_copy(update=update)
+        copy.__pydantic_fields_set__ = self.model_fields_set | set(update)
+        return copy
 
 
 MethodName = Literal["simclr", "byol", "mocov3", "simsiam", "barlowtwins", "vicreg", "dino"]
@@ -199,6 +312,11 @@ class SimSiamConfig(Section):
     projector_hidden_dim: int = Field(2048, ge=1, description="Projector hidden width.")
     projector_dim: int = Field(2048, ge=1, description="Projector output width.")
     predictor_hidden_dim: int = Field(512, ge=1, description="Predictor bottleneck width.")
+    predictor_fixed_lr: bool = Field(
+        True, description="Train the predictor at the peak lr throughout, with no warmup or "
+        "decay (the paper's fix_lr, solo-learn's static_lr): it must keep adapting to the "
+        "latest features.",
+    )
 
 
 class BarlowTwinsConfig(Section):
@@ -229,12 +347,25 @@ class VICRegConfig(Section):
     covariance_weight: float = Field(
         1.0, ge=0.0, description="Weight of the covariance term (off-diagonal covariances)."
     )
+    variance_sum: bool = Field(
+        False, description="Sum the variance term over the two views (solo-learn) instead of "
+        "averaging it (the paper's code, lightly): twice the variance pull at one weight.",
+    )
 
 
 class DINOConfig(Section):
-    """DINO; defaults are the paper's (Caron et al. 2021, and its code's main_dino.py)."""
+    """DINO; defaults are the argument defaults of the paper's code (Caron et al. 2021,
+    facebookresearch/dino main_dino.py): teacher temperature 0.04 with no warm-up, 65536
+    prototypes, momentum 0.996, 8 local crops. The paper's ViT runs raise the temperature
+    to 0.07 over 30 epochs (``warmup_teacher_temp_epochs``); its gradient clipping (3.0)
+    is ``train.grad_clip``."""
 
     projector_hidden_dim: int = Field(2048, ge=1, description="Head MLP hidden width.")
+    head_layers: int = Field(
+        3, ge=1, le=8, description="Linear layers in the head MLP (the paper's nlayers): 3 = "
+        "in -> hidden -> hidden -> bottleneck, 2 = in -> hidden -> bottleneck, 1 = in -> "
+        "bottleneck.",
+    )
     bottleneck_dim: int = Field(
         256, ge=1, description="Head MLP output width, l2-normalised before the last layer."
     )
@@ -257,7 +388,7 @@ class DINOConfig(Section):
     )
     student_temp: float = Field(0.1, gt=0.0, le=10.0, description="Student softmax temperature.")
     teacher_temp: float = Field(
-        0.07, gt=0.0, le=10.0, description="Teacher softmax temperature after the warm-up "
+        0.04, gt=0.0, le=10.0, description="Teacher softmax temperature after the warm-up "
         "(lower = sharper targets).",
     )
     warmup_teacher_temp: float = Field(
@@ -265,7 +396,7 @@ class DINOConfig(Section):
         "teacher_temp.",
     )
     warmup_teacher_temp_epochs: int = Field(
-        30, ge=0, description="Epochs of the teacher-temperature warm-up; 0 = none."
+        0, ge=0, description="Epochs of the teacher-temperature warm-up; 0 = none."
     )
     center_momentum: float = Field(
         0.9, ge=0.0, le=1.0, description="EMA momentum of the center subtracted from the "
@@ -360,6 +491,14 @@ class TrainConfig(Section):
         "run is warmup and the lr never decays: run and profile validate print a note.",
     )
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Final lr / peak lr.")
+    grad_clip: float = Field(
+        0.0, ge=0.0, description="Gradient clipping at this norm before each optimizer step; "
+        "0 = off (the DINO paper: 3.0, per tensor).",
+    )
+    grad_clip_mode: Literal["global", "per_tensor"] = Field(
+        "global", description="'global': one norm over all parameters (torch's "
+        "clip_grad_norm_); 'per_tensor': each tensor's own norm (DINO's clip_gradients).",
+    )
     precision: Literal["bf16", "fp16", "no"] = Field("bf16", description="Mixed precision.")
     channels_last: bool = Field(True, description="channels_last memory format.")
     compile: bool = Field(False, description="torch.compile the encoder.")
@@ -560,6 +699,21 @@ class Profile(Section):
         """The chosen method's own section (``[simclr]`` for ``model.method = "simclr"``)."""
         return getattr(self, self.model.method)
 
+    def view_count(self) -> int:
+        """Augmented views per image: DINO's 2 global and its local crops, else 2."""
+        return 2 + self.dino.local_crops if self.model.method == "dino" else 2
+
+    def _per_view_lengths(self) -> None:
+        """A per-view list longer than the method's views is a slip (a recipe of another
+        method, a local crop count lowered): refused rather than partly ignored."""
+        n = self.view_count()
+        for name in PER_VIEW_KEYS:
+            values = getattr(self.augment.views, name)
+            if len(values) > n:
+                raise FieldProblem(
+                    f"augment.views.{name}", f"has {len(values)} values, but "
+                    f"{self.model.method} makes {n} views of each image")
+
     @model_validator(mode="after")
     def _cross(self) -> Profile:
         world = self.launch.num_processes * self.launch.num_machines
@@ -576,6 +730,7 @@ class Profile(Section):
             raise FieldProblem("data.augment", "'gpu' needs a small-image dataset, not ImageNet")
         self._batched_decode()
         self._dino_local_size()
+        self._per_view_lengths()
         if self.train.compile and self.model.sync_batchnorm:
             raise FieldProblem(  # SyncBatchNorm's collectives under torch.compile: known PyTorch bugs
                 "train.compile", "cannot be combined with model.sync_batchnorm; turn one off",

@@ -59,7 +59,7 @@ from sslterm.train.evaluation import (
     sync_batchnorm,
 )
 from sslterm.train.model import build_model, shape_settings
-from sslterm.train.optim import build_optimizer, lr_at, param_groups, scaled_lr
+from sslterm.train.optim import build_optimizer, clip_gradients, lr_at, param_groups, scaled_lr
 from sslterm.train.ranks import die_with_launcher, root_cause, write_rank_error
 from sslterm.train.results import History, build_results, load_history
 from sslterm.train.schedule import checkpoint_due, probe_due, val_due
@@ -207,7 +207,9 @@ class Trainer:
         self.peak_lr = scaled_lr(t.base_lr, t.batch_size * t.accumulate, t.lr_scaling)
 
         opt = build_optimizer(
-            t.optimizer, param_groups(model, t.weight_decay, model.online_probe), self.peak_lr,
+            t.optimizer,
+            param_groups(model, t.weight_decay, model.online_probe, model.fixed_lr_parameters()),
+            self.peak_lr,
             momentum=t.momentum, weight_decay=t.weight_decay,
             trust_coefficient=t.lars_trust_coefficient, clip_lr=t.lars_clip_lr, betas=t.betas,
             fused=self.device.type == "cuda",
@@ -375,10 +377,13 @@ class Trainer:
             init_from=p.model.init_from, init_weights=self.init_weights,
             launched=self.run.read_status().get("started"),  # before imports, data, model
         )
+        sp = self.splits
+        held_out = (f"{len(sp.test)} test images (validation and kNN on the test split: "
+                    "data.val_fraction = 0)" if sp.val_is_test
+                    else f"{len(sp.val)} val / {len(sp.test)} test images")
         self.log(
             f"{p.model.method} with {p.model.encoder} on {p.data.dataset}: "
-            f"{len(self.splits.train)} train / {len(self.splits.val)} val / "
-            f"{len(self.splits.test)} test images, "
+            f"{len(sp.train)} train / {held_out}, "
             f"{plural(self.world, 'process', 'processes')}, {self.steps_per_epoch} steps/epoch"
         )
         if self.init_weights:  # a warm start; a resume loads its own checkpoint instead
@@ -433,7 +438,10 @@ class Trainer:
                     lr = lr_at(pos.global_step, self.total_steps, self.warmup_steps,
                                self.peak_lr, t.min_lr_ratio)
                     for group in self.opt.param_groups:
-                        group["lr"] = lr
+                        group["lr"] = self.peak_lr if group.get("fixed_lr") else lr
+                    if t.grad_clip:
+                        self.acc.unscale_gradients()
+                        clip_gradients(self.model.parameters(), t.grad_clip, t.grad_clip_mode)
                 self.opt.step()
                 self.opt.zero_grad(set_to_none=True)
             loss_sum += out["ssl_loss"].detach()

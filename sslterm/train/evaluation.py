@@ -127,8 +127,8 @@ class Evaluator:
         """Offline linear evaluation on frozen features (the original protocol): metrics as
         ``{split}_{metric}`` of the held-out splits."""
         pr = self.p.probe
-        feats = {s: self.features(s) for s in ("train", "val", "test")
-                 if len(getattr(self.splits, s))}
+        held_out = ("test",) if self.splits.val_is_test else ("val", "test")
+        feats = {s: self.features(s) for s in ("train", *held_out) if len(getattr(self.splits, s))}
         if not self.acc.is_main_process:
             return None
         result = train_linear_probe(

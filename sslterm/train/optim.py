@@ -94,17 +94,22 @@ def lars_update(
     return update * ratio
 
 
-def param_groups(model: nn.Module, weight_decay: float,
-                 probe: nn.Module | None = None) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, probe: nn.Module | None = None,
+                 fixed_lr: Iterable[nn.Parameter] = ()) -> list[dict]:
     """Weights get decay; biases/norm parameters (1-D) and ``probe`` (the engine's online
-    probe, recognised by identity, not by name) do not."""
+    probe, recognised by identity, not by name) do not. ``fixed_lr`` parameters (SimSiam's
+    predictor) go in groups of their own marked ``fixed_lr``: the engine keeps them at the
+    peak lr, with no warmup or decay."""
     in_probe = {id(p) for p in probe.parameters()} if probe is not None else set()
-    decay, no_decay, probe_params = [], [], []
+    fixed = {id(p) for p in fixed_lr}
+    decay, no_decay, probe_params, fixed_decay, fixed_no_decay = [], [], [], [], []
     for p in model.parameters():
         if not p.requires_grad:
             continue
         if id(p) in in_probe:
             probe_params.append(p)
+        elif id(p) in fixed:
+            (fixed_no_decay if p.ndim <= 1 else fixed_decay).append(p)
         elif p.ndim <= 1:
             no_decay.append(p)
         else:
@@ -112,11 +117,31 @@ def param_groups(model: nn.Module, weight_decay: float,
     groups = [
         {"params": decay, "weight_decay": weight_decay, "name": "decay"},
         {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True, "name": "no_decay"},
+        {"params": fixed_decay, "weight_decay": weight_decay, "name": "fixed_lr_decay",
+         "fixed_lr": True},
+        {"params": fixed_no_decay, "weight_decay": 0.0, "lars_exclude": True,
+         "name": "fixed_lr_no_decay", "fixed_lr": True},
     ]
     if probe_params:
         groups.append({"params": probe_params, "weight_decay": 0.0, "lars_exclude": True,
                        "name": "probe"})
     return [g for g in groups if g["params"]]
+
+
+def clip_gradients(params: Iterable[nn.Parameter], max_norm: float, mode: str) -> None:
+    """Scale gradients down to ``max_norm``: ``global``, one norm over all of them (torch's
+    ``clip_grad_norm_``); ``per_tensor``, each tensor by its own norm (the DINO paper's
+    ``clip_gradients``: ``g * min(1, max_norm / (||g|| + 1e-6))``)."""
+    with_grad = [p for p in params if p.grad is not None]
+    if not with_grad:
+        return
+    if mode == "global":
+        torch.nn.utils.clip_grad_norm_(with_grad, max_norm, foreach=True)
+        return
+    grads = [p.grad for p in with_grad]
+    norms = torch._foreach_norm(grads)
+    scales = [(max_norm / (n + 1e-6)).clamp_(max=1.0) for n in norms]
+    torch._foreach_mul_(grads, scales)
 
 
 def scaled_lr(base_lr: float, batch: int, scaling: str) -> float:
