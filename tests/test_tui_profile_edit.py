@@ -76,9 +76,13 @@ def test_format_value_round_trips():
 
 def test_schema_fields_cover_the_whole_profile():
     specs = {s.key: s for s in edit.schema_fields()}
-    sections = [n for n, f in Profile.model_fields.items() if hasattr(f.annotation, "model_fields")]
-    expected = sum(len(Profile.model_fields[s].annotation.model_fields) for s in sections)
-    assert len(specs) == expected + len(Profile.model_fields) - len(sections)
+    def leaves(model) -> int:
+        return sum(leaves(f.annotation) if hasattr(f.annotation, "model_fields") else 1
+                   for f in model.model_fields.values())
+
+    assert len(specs) == leaves(Profile)
+    assert specs["augment.views.solarize_p"].kind == "list"
+    assert edit.parse_input("0, 0.2", "list") == [0, 0.2]
     assert specs["data.dataset"].kind == "choice" and "svhn" in specs["data.dataset"].choices
     assert specs["train.epochs"].kind == "int" and specs["train.epochs"].limits == "≥ 1"
     assert specs["augment.crop_scale"].kind == "pair"
