@@ -51,9 +51,13 @@ def _same_function(ours: nn.Module, theirs: nn.Module, in_dim: int) -> None:
          lambda: lightly_heads.SimSiamPredictionHead(24, 8, 24)),
         (lambda: heads.mocov3_predictor(16, 48, 16),
          lambda: lightly_heads.BYOLPredictionHead(16, 48, 16)),
+        # solo-learn's SimCLR head: Linear-BN-ReLU-Linear, lightly's BYOL head's shape (lightly's
+        # own SimCLR head adds an output BatchNorm)
+        (lambda: heads.projector("mlp_bn", 32, 48, 16),
+         lambda: lightly_heads.BYOLProjectionHead(32, 48, 16)),
     ],
     ids=["byol-projector", "byol-predictor", "simsiam-projector", "simsiam-predictor",
-         "mocov3-predictor"],
+         "mocov3-predictor", "simclr-mlp_bn-projector"],
 )
 def test_heads_equal_lightly(ours, theirs):
     torch.manual_seed(0)

@@ -34,13 +34,14 @@ def mlp(dims: Sequence[int], *, batch_norm: bool = True, last_norm: LastNorm = "
 
 
 def projector(
-    kind: Literal["mlp", "linear"], in_dim: int, hidden_dim: int, out_dim: int
+    kind: Literal["mlp", "mlp_bn", "linear"], in_dim: int, hidden_dim: int, out_dim: int
 ) -> nn.Module:
-    """The original experiment's SimCLR head: Linear-ReLU-Linear (no BatchNorm, so a
-    multi-process run computes the same function as a single process)."""
+    """SimCLR's head: ``mlp`` is the original experiment's Linear-ReLU-Linear (no BatchNorm,
+    so a multi-process run computes the same function as a single process); ``mlp_bn`` is
+    solo-learn's Linear-BN-ReLU-Linear."""
     if kind == "linear":
         return nn.Linear(in_dim, out_dim)
-    return mlp([in_dim, hidden_dim, out_dim], batch_norm=False)
+    return mlp([in_dim, hidden_dim, out_dim], batch_norm=kind == "mlp_bn")
 
 
 def byol_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
@@ -95,7 +96,7 @@ class DINOHead(nn.Module):
         super().__init__()
         widths = [in_dim] + [hidden_dim] * (layers - 1)
         mlp: list[nn.Module] = []
-        for a, b in zip(widths, widths[1:]):
+        for a, b in zip(widths[:-1], widths[1:], strict=True):
             mlp.append(nn.Linear(a, b, bias=not batch_norm))
             if batch_norm:
                 mlp.append(nn.BatchNorm1d(b))

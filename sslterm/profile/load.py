@@ -331,15 +331,31 @@ def resolved_toml(profile: Profile) -> str:
     data = frozen_data(frozen(profile), mode="json")
     for name, value in _method_first(data, profile.model.method).items():
         if isinstance(value, dict):
-            table = tomlkit.table()
             section: type[BaseModel] = Profile.model_fields[name].annotation  # type: ignore[assignment]
-            for key, raw in value.items():
-                item = tomlkit.item(raw)
-                desc = section.model_fields[key].description
-                if desc:
-                    item.comment(desc)
-                table.add(key, item)
-            doc.add(name, table)
+            doc.add(name, _commented_table(section, value))
         else:
             doc.add(name, value)
+    views = profile.augment.view_lines(profile.view_count())
+    if views:  # the per-view lists as the views that take them
+        table = doc["augment"]["views"]
+        table.add(tomlkit.comment(f"{profile.model.method} makes {profile.view_count()} views:"))
+        for line in views:
+            table.add(tomlkit.comment(f"  {line}"))
     return tomlkit.dumps(doc)
+
+
+def _commented_table(section: type[BaseModel], values: dict[str, Any]) -> Any:
+    """A TOML table of ``values``, each key commented with its help text; a nested
+    section ([augment.views]) becomes a sub-table."""
+    table = tomlkit.table()
+    for key, raw in values.items():
+        sub = section.model_fields[key].annotation
+        if isinstance(raw, dict) and isinstance(sub, type) and issubclass(sub, BaseModel):
+            table.add(key, _commented_table(sub, raw))
+            continue
+        item = tomlkit.item(raw)
+        desc = section.model_fields[key].description
+        if desc:
+            item.comment(desc)
+        table.add(key, item)
+    return table

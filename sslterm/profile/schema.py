@@ -228,6 +228,15 @@ class AugmentConfig(Section):
     def jitters(self) -> bool:
         return self.color_p > 0 and any(v > 0 for v in self.jitter)
 
+    def view_lines(self, views: int) -> list[str]:
+        """Each of ``views`` views' [augment.views] values in words, e.g.
+        ``view 2: blur_p 0.1, solarize_p 0.2`` (none when no key is set per view)."""
+        keys = [name for name in PER_VIEW_KEYS if getattr(self.views, name)]
+        if not keys:
+            return []
+        return [f"view {i + 1}: " + ", ".join(f"{k} {getattr(self.for_view(i), k):g}" for k in keys)
+                for i in range(views)]
+
     def for_view(self, index: int) -> AugmentConfig:
         """The recipe of view ``index``: the [augment.views] values at that index (the last
         where a list is shorter) over the [augment] ones, with no per-view lists left."""
@@ -277,7 +286,9 @@ class ModelConfig(Section):
 
 class SimCLRConfig(Section):
     temperature: float = Field(0.1, gt=0.0, le=10.0, description="NT-Xent temperature.")
-    projector: Literal["mlp", "linear"] = Field("mlp", description="Projection head type.")
+    projector: Literal["mlp", "mlp_bn", "linear"] = Field(
+        "mlp", description="Projection head: 'mlp' Linear-ReLU-Linear (the original "
+        "experiment's), 'mlp_bn' Linear-BN-ReLU-Linear (solo-learn's), 'linear'.")
     projector_hidden_dim: int = Field(64, ge=1, description="Projector hidden width.")
     projector_dim: int = Field(64, ge=1, description="Projector output width.")
 

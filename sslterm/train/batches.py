@@ -76,7 +76,7 @@ class Batches:
                  main_first: Callable[[], AbstractContextManager]) -> None:
         self.p, self.splits, self.size = p, splits, size
         try:  # the method's views with the run's size and crop scale filled in
-            self.views = resolve_views(views, size, p.augment.crop_scale)
+            self.views = resolve_views(views, size, p.augment.crop_scale, p.augment.views.longest())
         except ValueError as e:
             raise TrainingError(f"the method's views: {e}") from None
         self.sampler, self.device, self.rank = sampler, device, rank

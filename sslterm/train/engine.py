@@ -388,7 +388,7 @@ class Trainer:
         )
         if self.init_weights:  # a warm start; a resume loads its own checkpoint instead
             self.log(f"warm start (model.init_from): encoder weights from {self.init_weights}")
-        self.log(f"views: {describe_views(self.batches.views)}")
+        self.log(f"views: {describe_views(self.batches.views, p.augment)}")
         self.log(f"data path: {self.batches.path} ({self.batches.reason})")
         self.log(eval_cost(p.probe, len(self.splits.train), len(self.splits.val),
                            self.feature_dim, self.world))
