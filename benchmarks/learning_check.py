@@ -2,7 +2,7 @@
 
 Builds the 10,000-image CIFAR-10 subset of ``../shared/data/cifar10-jpeg.tar.gz`` (1,000
 per class from train/, 100 per class from test/) as an image folder, then for each method
-runs its shipped CIFAR-10 profile through the real CLI with a ResNet-18 and the default
+runs its shipped CIFAR-10 profile (solo-learn's recipe) through the real CLI with a ResNet-18 and the default
 (ImageNet) stem at 32 px, exports the features and probes them (``sslterm features`` /
 ``sslterm probe``). "Before" is the same profile stopped after one step at lr 1e-12: the
 random-init encoder (the seed fixes it, so it is the same for every method). Prints one
@@ -26,7 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PROFILES = {"simclr": "cifar10.toml", "byol": "cifar10-byol.toml",
+PROFILES = {"simclr": "cifar10-simclr.toml", "byol": "cifar10-byol.toml",
             "mocov3": "cifar10-mocov3.toml", "simsiam": "cifar10-simsiam.toml",
             "barlowtwins": "cifar10-barlow.toml", "vicreg": "cifar10-vicreg.toml",
             "dino": "cifar10-dino.toml"}

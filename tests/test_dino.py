@@ -308,7 +308,7 @@ def test_center_and_teacher_are_checkpointed_and_val_metrics_leave_the_center():
     with torch.no_grad():
         metrics = method.val_metrics(_views(1))
         train_loss = method.training_step(_views(1))["loss"]
-    assert set(metrics) == {"loss", "teacher_entropy"}
+    assert set(metrics) == {"loss", "teacher_entropy", "kl"}
     assert all(v.dim() == 0 and not v.requires_grad for v in metrics.values())
     torch.testing.assert_close(metrics["loss"], train_loss)  # same loss, before the update
     method.center.copy_(center)
@@ -373,3 +373,21 @@ def test_head_layers_is_the_papers_nlayers(layers):
     shapes = [(m.in_features, m.out_features) for m in linears]
     assert shapes == {1: [(8, 12)], 2: [(8, 24), (24, 12)], 3: [(8, 24), (24, 24), (24, 12)]}[layers]
     assert head(torch.randn(5, 8)).shape == (5, 40)
+
+
+def test_kl_is_the_mean_kl_of_teacher_to_student_over_the_pairs():
+    """The logged KL(teacher || student), checked against a direct sum over DINO's pairs:
+    sum t (log t - log s) for each teacher view and every other student view."""
+    torch.manual_seed(0)
+    method = DINO.create(conv_encoder(), 8, CFG).train()
+    out = method.training_step(_views(0))
+    views = _views(0)
+    student = [x.detach() for x in method._student(views)[0]]
+    teacher = method._teacher(views)
+    center = torch.zeros(CFG.output_dim)  # the center before the step's update
+    t = [torch.softmax((x - center) / method.teacher_temp(), -1) for x in teacher]
+    s = [torch.log_softmax(x / CFG.student_temp, -1) for x in student]
+    pairs = [(t[i] * (t[i].log() - s[j])).sum(-1).mean()
+             for i in range(len(t)) for j in range(len(s)) if j != i]
+    torch.testing.assert_close(out["kl"], torch.stack(pairs).mean(), atol=1e-4, rtol=1e-4)
+    assert out["kl"] >= 0

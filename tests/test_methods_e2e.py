@@ -41,7 +41,7 @@ pytestmark = pytest.mark.slow
 
 MOMENTUM = {"byol": 0.99, "mocov3": 0.99, "dino": 0.996}  # the teacher's first momentum
 VAL_METRICS = {"byol": ("cosine", "z_std"), "mocov3": ("top1",), "simsiam": ("cosine", "z_std"),
-               "dino": ("teacher_entropy",),
+               "dino": ("teacher_entropy", "kl"),
                "barlowtwins": ("on_diag", "off_diag", "cosine", "z_std"),
                "vicreg": ("invariance", "variance", "covariance", "cosine", "z_std")}
 # the method's own training scalars in every step event (chartable in the app)

@@ -21,6 +21,7 @@ which a resume restores. Evaluation and export use the student's encoder.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -113,7 +114,15 @@ class DINO(Method):
         entropy = dino_teacher_entropy(teacher, self.center, temp)
         self.center.copy_(dino_center(self.center, teacher, self.c.center_momentum))
         return {"loss": loss, "features": h0, "teacher_entropy": entropy,
+                "kl": self._kl(loss, entropy),
                 "teacher_temp": torch.tensor(temp, dtype=torch.float64)}
+
+    def _kl(self, loss: Tensor, entropy: Tensor) -> Tensor:
+        """KL(teacher || student) over the loss's pairs: the cross-entropy less the teacher's
+        entropy (each teacher view is in equally many pairs). The loss alone sits near ln K
+        while the teacher is near uniform, whether or not the student learns; the KL says
+        how far the student is from its targets."""
+        return (loss.detach() - entropy * math.log(self.c.output_dim)).float()
 
     def val_metrics(self, views: list[Tensor]) -> dict[str, Tensor]:
         """The training loss at the current temperature and center, which stays as it is."""
@@ -121,7 +130,8 @@ class DINO(Method):
         teacher = self._teacher(views)
         temp = self.teacher_temp()
         loss = dino_loss(teacher, student, self.center, temp, self.c.student_temp)
-        return {"loss": loss.detach(), "teacher_entropy": dino_teacher_entropy(teacher, self.center, temp)}
+        entropy = dino_teacher_entropy(teacher, self.center, temp)
+        return {"loss": loss.detach(), "teacher_entropy": entropy, "kl": self._kl(loss, entropy)}
 
     def after_step(self, step: int, total_steps: int) -> dict[str, float]:
         return self.teacher.follow(self.encoder, self.head, step, total_steps,
