@@ -33,6 +33,14 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
                    help="an override (repeatable)")
 
 
+def _meta_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--label", default="", metavar="NAME",
+                   help="what legends and tables call the run (default: its id)")
+    p.add_argument("--tag", dest="tags", action="append", default=[], metavar="TAG",
+                   help="a tag (repeatable)")
+    p.add_argument("--note", default="", metavar="TEXT", help="a note on the run")
+
+
 def _run_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run id, id prefix or run directory")
 
@@ -65,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--main-process-ip", dest="main_process_ip")
     run.add_argument("--main-process-port", dest="main_process_port", type=int)
     run.add_argument("--num-processes", dest="num_processes", type=int)
+    _meta_args(run)
 
     prof = command("profile", "validate or show a profile")
     prof_sub = prof.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
@@ -75,6 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     runs = command("runs", "list runs")
     runs.add_argument("--json", action="store_true",
                       help="one JSON object per run, with its final metrics")
+    runs.add_argument("--filter", metavar="EXPR",
+                      help="only matching runs: words (in the id, label, tags, method, state, "
+                      "profile), KEY=VALUE (label, tag, method, state, profile or a profile key "
+                      "such as train.base_lr; * wildcards), KEY>N / < / >= / <= (linear, knn, "
+                      "loss, epoch or a numeric profile key)")
+    runs.add_argument("--sort", metavar="KEY",
+                      help="order by created (default, newest first), id, label, state, method, "
+                      "profile, linear, knn (best first), loss, epoch, ips or a profile key")
+    runs.add_argument("--reverse", action="store_true", help="the other way round")
     for name, text in (("stop", "ask a run to stop gracefully (checkpoint, then exit)"),
                        ("resume", "continue a run from its newest complete checkpoint"),
                        ("follow", "follow a run's progress"),
@@ -150,6 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--show", metavar="SWEEP", nargs="?", const="",
                        help="print a sweep's table (default: the newest) and return")
     sweep.add_argument("--sort", metavar="METRIC", help="sort by this final metric")
+    _meta_args(sweep)
+
+    label = command("label", "show or change a run's label, tags and note")
+    _run_arg(label)
+    label.add_argument("label", nargs="?", metavar="NAME", help='the new label ("": none)')
+    label.add_argument("--tag", dest="tags", action="append", default=[], metavar="TAG",
+                       help="add a tag (repeatable)")
+    label.add_argument("--untag", action="append", default=[], metavar="TAG",
+                       help="remove a tag (repeatable)")
+    label.add_argument("--note", metavar="TEXT", help='the new note ("": none)')
     return parser
 
 
@@ -191,7 +219,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sslterm.profile.load import load_profile
     from sslterm.runs.launcher import start_run, wait_started
 
-    run = start_run(args.profile, _launch_overrides(args), output_dir=args.output_dir)
+    run = start_run(args.profile, _launch_overrides(args), output_dir=args.output_dir,
+                    meta=_meta(args))
     _warmup_note(load_profile(args.profile, _launch_overrides(args)))  # as written, not frozen
     if args.detach:
         print(run.id)
@@ -200,6 +229,28 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     wait_started(run)
     return follow(run)
+
+
+def _meta(args: argparse.Namespace) -> Any:
+    """The launch options' checked label, tags and note (a RunMeta)."""
+    from sslterm.runs.meta import make_meta
+
+    return make_meta(args.label, args.tags, args.note)
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from sslterm.runs.meta import edit_meta, read_meta
+    from sslterm.runs.store import find_run
+
+    run = find_run(args.run, _output_dir(args))
+    if args.label is None and not args.tags and not args.untag and args.note is None:
+        meta = read_meta(run)
+    else:
+        meta = edit_meta(run, label=args.label, add=args.tags, remove=args.untag,
+                         note=args.note)
+    print(f"{run.id}: label {meta.label or '(none)'} · tags {', '.join(meta.tags) or '(none)'}"
+          f" · note {meta.note or '(none)'}")
+    return 0
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -249,6 +300,7 @@ def run_record(run: RunDir, summary: RunSummary | None = None) -> dict[str, Any]
     return {
         "id": run.id, "path": str(run.path), "state": state, "error": error,
         "profile": status.get("profile", ""), "method": summary.method,
+        "label": summary.label, "tags": list(summary.tags), "note": summary.note,
         "created": status.get("created"),
         "started": status.get("started"), "ended": status.get("ended"),
         "epoch": summary.epoch, "epochs": summary.epochs, "step": summary.step,
@@ -260,15 +312,21 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from sslterm.runs.query import filter_runs, parse_filter, sort_runs
     from sslterm.runs.store import check_runs_folder, iter_runs
-    from sslterm.runs.summary import RunSummary, newest_first
+    from sslterm.runs.summary import RunSummary
 
     check_runs_folder(_output_dir(args))
+    if args.filter:
+        parse_filter(args.filter)  # a bad expression says so before any log is read
     summaries = [RunSummary(run) for run in iter_runs(_output_dir(args))]
     for summary in summaries:
         summary.update()
-    # newest first, as the app's runs table
-    records = [run_record(s.run, s) for s in newest_first(summaries)]
+    if args.filter:
+        summaries = filter_runs(summaries, args.filter)
+    # newest first by default, as the app's runs table
+    summaries = sort_runs(summaries, args.sort or "created", args.reverse)
+    records = [run_record(s.run, s) for s in summaries]
     if args.json:
         for record in records:
             print(json.dumps(record))
@@ -276,13 +334,20 @@ def cmd_runs(args: argparse.Namespace) -> int:
     id_width = max((len(r["id"]) for r in records), default=3)
     table = Table(box=None)
     table.add_column("run", no_wrap=True, min_width=id_width)
+    labelled = any(r["label"] for r in records)
+    tagged = any(r["tags"] for r in records)
+    if labelled:
+        table.add_column("label")
     for name in ("state", "epoch", "profile", "method", "created"):
         table.add_column(name, no_wrap=name != "profile")
+    if tagged:
+        table.add_column("tags")
     table.add_column("error", overflow="ellipsis")
     for r in records:
         epoch = "" if r["epoch"] is None else f"{r['epoch']}/{r['epochs'] or '?'}"
-        table.add_row(r["id"], r["state"], epoch, r["profile"], r["method"],
-                      r["created"] or "", r["error"][:80])
+        table.add_row(r["id"], *([r["label"]] if labelled else []), r["state"], epoch,
+                      r["profile"], r["method"], r["created"] or "",
+                      *([", ".join(r["tags"])] if tagged else []), r["error"][:80])
     # piped: one line per run, however long (a terminal's width applies only to a terminal)
     Console(width=None if sys.stdout.isatty() else 10_000).print(table)
     return 0
@@ -548,7 +613,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     out = args.output_dir or load_profile(args.profile, args.sets).launch.output_dir
     sweep = sweeps.create_sweep(out, args.profile, sweeps.parse_axes(args.overrides), args.sets,
-                                args.parallel)
+                                args.parallel, meta=_meta(args))
     if args.detach:
         print(sweep.id)
         return 0
@@ -569,6 +634,7 @@ HANDLERS = {
     "stop": cmd_control, "kill": cmd_control, "resume": cmd_control, "follow": cmd_control,
     "rm": cmd_rm, "features": cmd_features, "probe": cmd_probe, "serve": cmd_serve,
     "slurm": cmd_slurm, "plot": cmd_plot, "export": cmd_export, "sweep": cmd_sweep,
+    "label": cmd_label,
 }
 
 

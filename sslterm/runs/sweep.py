@@ -18,15 +18,18 @@ import json
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from sslterm.errors import UserError
 from sslterm.runs import queue
+from sslterm.runs.meta import RunMeta
 from sslterm.runs.store import ACTIVE, RunDir, atomic_write_text, check_output_dir, utc_now
 
 SWEEPS_DIR = ".sweeps"
+SEED_KEY = "train.seed"
+"""Runs that differ only in this key form a seed group (:mod:`sslterm.runs.groups`)."""
 NAME_MAX = 100
 """A profile name's limit (``Profile.name``)."""
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -110,6 +113,14 @@ def point_name(stem: str, values: dict[str, str]) -> str:
     return name[:NAME_MAX] or "sweep"
 
 
+def point_label(label: str, values: dict[str, str]) -> str:
+    """A point's label: the sweep's, then its values (``base ema=0.99``), all but the seed's,
+    so the runs of a seed group share one label (the legend and table name the group)."""
+    parts = [f"{key.rsplit('.', 1)[-1]}={value}" for key, value in values.items()
+             if key != SEED_KEY]
+    return " ".join([label, *parts])
+
+
 def sweeps_dir(output_dir: str | Path) -> Path:
     return Path(output_dir) / SWEEPS_DIR
 
@@ -122,9 +133,11 @@ def create_sweep(
     parallel: int = 1,
     *,
     start_runner: bool = True,
+    meta: RunMeta | None = None,
 ) -> Sweep:
     """Validate every point, record the sweep and queue its points (none is queued when
-    one is invalid). ``fixed``: overrides every point shares."""
+    one is invalid). ``fixed``: overrides every point shares; ``meta``: the runs' label
+    (:func:`point_label`), tags and note."""
     from sslterm.profile.load import validate_text
 
     if parallel < 1:
@@ -150,9 +163,11 @@ def create_sweep(
     sweep = Sweep(target.stem, target, str(path), tuple(k for k, _ in swept), tuple(points),
                   tuple(names), parallel, utc_now())
     atomic_write_text(sweep.path, json.dumps(_to_json(sweep), indent=2) + "\n")
+    meta = meta or RunMeta()
     for i, (name, over) in enumerate(zip(names, overrides, strict=True)):
+        own = replace(meta, label=point_label(meta.label, points[i])) if meta.label else meta
         queue.enqueue(output_dir, text, name, over, source=str(path), start_runner=False,
-                      parallel=parallel, sweep=sweep.id, point=i)
+                      parallel=parallel, sweep=sweep.id, point=i, meta=own)
     if start_runner:
         queue.ensure_runner(output_dir)
     return sweep

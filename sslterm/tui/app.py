@@ -204,6 +204,10 @@ class SSLTermApp(App):
         notes = []
         if hasattr(screen, "action_pick_columns"):
             notes.append("o: the table's columns, for this session · enter: a run's full id")
+        if hasattr(screen, "action_filter"):
+            notes.append("/ filter: words, key=value (label, tag, method, state, profile, "
+                         "train.base_lr...), linear>50 · g: group by method, state, profile, "
+                         "tag, label · t: label, tags, note")
         if hasattr(screen, "action_save_figure"):
             notes.append(f"f saves figures in {self.figures_dir} ({FIGURES_ENV}=DIR: elsewhere)")
         return notes

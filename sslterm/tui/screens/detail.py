@@ -204,6 +204,10 @@ def render(summary: RunSummary, d: Details) -> dict[str, str]:
         + (f" · ETA {fmt.duration(s.eta())}" if s.alive else ""),
         f"reproduce: [b]{escape(reproduce_command(s))}[/b]",
     ]
+    if s.label or s.tags or s.note:
+        where.insert(1, f"label [b]{escape(s.label or '—')}[/b] · tags "
+                        f"{escape(', '.join(s.tags) or '—')}"
+                        + (f"\nnote: {escape(s.note)}" if s.note else ""))
     error = ""
     if s.state == "failed" or s.error:
         error = f"[b]error[/b]: {escape(s.error or 'no error summary')}"
