@@ -41,6 +41,29 @@ def _meta_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--note", default="", metavar="TEXT", help="a note on the run")
 
 
+def _paper_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--label", dest="labels", action="append", default=[], metavar="RUN=NAME",
+                   help="a run's name in the legend (default: its label, else its id)")
+    p.add_argument("--title", default="", help="the figure's title")
+    p.add_argument("--size", default="column", choices=("column", "page"),
+                   help="one column (3.5 in, default) or the full width (7 in) of a "
+                   "two-column paper")
+
+
+def _label_overrides(items: Sequence[str], output_dir: str) -> dict[str, str]:
+    """``--label RUN=NAME`` options as run id -> name (RUN: an id or unique prefix)."""
+    from sslterm.runs.meta import check_label
+    from sslterm.runs.store import find_run
+
+    out = {}
+    for item in items:
+        ref, sep, name = item.partition("=")
+        if not sep or not ref or not name.strip():
+            raise UserError(f"<command line>: --label {item}: write RUN=NAME")
+        out[find_run(ref, output_dir).id] = check_label(name, f"--label {item}")
+    return out
+
+
 def _run_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run id, id prefix or run directory")
 
@@ -148,6 +171,26 @@ def build_parser() -> argparse.ArgumentParser:
     # not required=True: argparse's "required: --out" would not say that -o is the runs folder
     plot.add_argument("--out", metavar="FILE",
                       help="figure file: .svg, .png or .pdf (required; -o is the runs folder)")
+    _paper_args(plot)
+    plot.add_argument("--no-groups", dest="groups", action="store_false",
+                      help="draw every run of a seed group apart (default: their mean in a "
+                      "band of +- one std)")
+
+    table = command("table", "final metrics of runs as a paper's table: mean +- std and n over "
+                    "each seed group (runs that differ only in train.seed)")
+    table.add_argument("runs", nargs="*", metavar="RUN",
+                       help="runs (default: every run with results, or those --filter picks)")
+    table.add_argument("--filter", metavar="EXPR", help="runs matching EXPR (as in sslterm runs)")
+    table.add_argument("--metrics", default="linear,knn", metavar="M,M",
+                       help="final metrics: linear, knn, ssl_val_loss, linear_eval.val_top1, "
+                       "... (default: linear,knn)")
+    table.add_argument("--format", default="md", choices=("md", "latex", "csv"))
+    table.add_argument("--digits", type=int, default=2, help="decimals (default: 2)")
+    table.add_argument("--out", metavar="FILE", help="output file (default: standard output)")
+    table.add_argument("--label", dest="labels", action="append", default=[],
+                       metavar="RUN=NAME", help="a run's (its group's) name in the table")
+    table.add_argument("--no-groups", dest="groups", action="store_false",
+                       help="one row per run")
 
     export = command("export", "write every series of a run's event log as CSV or JSON")
     _run_arg(export)
@@ -547,8 +590,56 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if not 0.0 <= args.smooth < 1.0:
         raise UserError(f"<command line>: --smooth: must be in [0, 1) (got {args.smooth:g})")
     runs = [find_run(ref, _output_dir(args)) for ref in args.runs]
-    path = save_figure(runs, args.metric, args.x, args.out, smoothing=args.smooth)
+    labels = _label_overrides(args.labels, _output_dir(args))
+    path = save_figure(runs, args.metric, args.x, args.out, smoothing=args.smooth,
+                       labels=labels, title=args.title, size=args.size, groups=args.groups)
     print(f"wrote {path}")
+    return 0
+
+
+def _pick_runs(refs: Sequence[str], expr: str | None, output_dir: str) -> list[RunSummary]:
+    """The runs named (all under the folder when none is), less those ``expr`` filters out;
+    read, newest first."""
+    from sslterm.runs.query import filter_runs, parse_filter
+    from sslterm.runs.store import check_runs_folder, find_run, iter_runs
+    from sslterm.runs.summary import RunSummary, newest_first
+
+    if expr:
+        parse_filter(expr)
+    check_runs_folder(output_dir)
+    runs = [find_run(r, output_dir) for r in refs] if refs else list(iter_runs(output_dir))
+    summaries = [RunSummary(run) for run in dict.fromkeys(runs)]
+    for s in summaries:
+        s.update()
+    if expr:
+        summaries = filter_runs(summaries, expr)
+    if not summaries:
+        raise UserError(f"no runs{' match ' + repr(expr) if expr else ''} under {output_dir}")
+    return summaries if refs else newest_first(summaries)
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from sslterm.report.table import render, table_rows
+    from sslterm.runs.store import atomic_write_text
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    if not metrics:
+        raise UserError("<command line>: --metrics: name at least one metric")
+    if args.digits < 0:
+        raise UserError(f"<command line>: --digits: must be >= 0 (got {args.digits})")
+    labels = _label_overrides(args.labels, _output_dir(args))
+    summaries = _pick_runs(args.runs, args.filter, _output_dir(args))
+    rows, skipped = table_rows(summaries, metrics, labels, args.groups)
+    if skipped:
+        print(f"left out (no results yet): {', '.join(skipped)}", file=sys.stderr)
+    splits = {s.linear_split for s in summaries if s.linear_split}
+    text = render(rows, metrics, args.format, splits, args.digits)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(args.out), text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -634,7 +725,7 @@ HANDLERS = {
     "stop": cmd_control, "kill": cmd_control, "resume": cmd_control, "follow": cmd_control,
     "rm": cmd_rm, "features": cmd_features, "probe": cmd_probe, "serve": cmd_serve,
     "slurm": cmd_slurm, "plot": cmd_plot, "export": cmd_export, "sweep": cmd_sweep,
-    "label": cmd_label,
+    "label": cmd_label, "table": cmd_table,
 }
 
 

@@ -511,9 +511,10 @@ class RunsScreen(Screen):
     def action_pick_columns(self) -> None:
         """Choose the runs table's columns; the choice holds until the app closes."""
         from sslterm.tui.screens.dialogs import ColumnPicker
-        from sslterm.tui.widgets.runs_table import ALWAYS, COLUMNS
+        from sslterm.tui.widgets.runs_table import ALWAYS, COLUMNS, WHEN_FILLED
 
-        offered = [(key, label) for key, label in COLUMNS if key not in (*ALWAYS, "group")]
+        # label, tags and group show by themselves, when some row has them
+        offered = [(key, label) for key, label in COLUMNS if key not in (*ALWAYS, *WHEN_FILLED)]
 
         def picked(keys: tuple[str, ...] | None) -> None:
             if keys is not None:

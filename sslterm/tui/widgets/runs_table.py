@@ -41,7 +41,7 @@ ALWAYS = ("mark", "run")
 """Columns that always show (the picker does not offer them)."""
 WHEN_FILLED = ("group", "label", "tags")
 """Columns shown only while some row has text in them: no space lost on runs without
-labels or tags, or when the table is not grouped (the picker does not offer ``group``)."""
+labels or tags, or when the table is not grouped (the picker does not offer them)."""
 CORE = frozenset({"run", "status", "method", "epoch", "eta", "loss", "knn", "linear"})
 """Columns that should fit the width: long ids are elided until they do."""
 ELIDE_MIN = {"run": 16, "label": 12}
