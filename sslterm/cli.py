@@ -138,6 +138,20 @@ def build_parser() -> argparse.ArgumentParser:
     feats.add_argument("--checkpoint", help="checkpoint folder name (default: newest)")
     feats.add_argument("--out", help="output folder (default: RUN/features)")
 
+    embed = command("embed", "project a run's exported features to 2-D (UMAP with umap-learn, "
+                    "else PCA), coloured by class")
+    _run_arg(embed)
+    embed.add_argument("--method", default="auto", choices=("auto", "pca", "umap"),
+                       help="auto (default): UMAP where umap-learn is installed, else PCA")
+    embed.add_argument("--split", help="features of this split (default: test, else val, "
+                       "else train)")
+    embed.add_argument("--max-points", dest="max_points", type=int, default=2000,
+                       help="a seeded sample of at most N features (default: 2000)")
+    embed.add_argument("--seed", type=int, default=0, help="sample and UMAP seed (default: 0)")
+    embed.add_argument("--out", metavar="FILE", help="also a figure: .svg, .png or .pdf")
+    embed.add_argument("--title", default="", help="the figure's title")
+    embed.add_argument("--size", default="column", choices=("column", "page"))
+
     probe = command("probe", "linear probe + kNN on saved features")
     probe.add_argument("features", help="features folder, features.safetensors or a run")
     probe.add_argument("--profile", help="take probe.* settings from this profile")
@@ -479,6 +493,29 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed(args: argparse.Namespace) -> int:
+    from sslterm.eval.embed import project, save_embedding
+    from sslterm.report.plot import FORMATS
+    from sslterm.runs.store import find_run
+
+    run = find_run(args.run, _output_dir(args))
+    if args.out and Path(args.out).suffix.lower() not in FORMATS:
+        raise UserError(f"{args.out}: unknown figure format {Path(args.out).suffix or '(none)'!r}"
+                        "; use .svg, .png or .pdf")
+    if not (run.features / "features.safetensors").is_file():
+        raise UserError(f"run {run.id} has no exported features; run: sslterm features {run.id}")
+    embedding = project(run.features, args.method, args.split, args.max_points, args.seed)
+    if args.out:
+        from sslterm.report.embed import save_embedding_figure
+
+        save_embedding_figure(embedding, args.out, args.title, args.size)
+    path = save_embedding(run.features, embedding)
+    print(f"wrote {path}: {embedding.method.upper()} of {len(embedding.labels)} of "
+          f"{embedding.total} {embedding.split} features, {embedding.num_classes} classes"
+          + (f"; figure {args.out}" if args.out else ""))
+    return 0
+
+
 def _features_path(ref: str, output_dir: str) -> tuple[Path, RunDir | None]:
     """The features to probe and the run they came from (None: made elsewhere)."""
     from sslterm.runs.store import RunDir, find_run
@@ -725,7 +762,7 @@ HANDLERS = {
     "stop": cmd_control, "kill": cmd_control, "resume": cmd_control, "follow": cmd_control,
     "rm": cmd_rm, "features": cmd_features, "probe": cmd_probe, "serve": cmd_serve,
     "slurm": cmd_slurm, "plot": cmd_plot, "export": cmd_export, "sweep": cmd_sweep,
-    "label": cmd_label, "table": cmd_table,
+    "label": cmd_label, "table": cmd_table, "embed": cmd_embed,
 }
 
 
