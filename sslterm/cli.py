@@ -227,6 +227,32 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--sort", metavar="METRIC", help="sort by this final metric")
     _meta_args(sweep)
 
+    search = command("search", "an Optuna search (TPE or random) over a space of profile keys, "
+                     "trials through the queue, bad ones pruned early from their kNN curve")
+    search.add_argument("profile", nargs="?", help="profile TOML file")
+    search.add_argument("--space", metavar="SPACE.toml",
+                        help="keys and their ranges: [train] base_lr = { low = 0.01, high = 1, "
+                        "log = true }, batch_size = { choices = [64, 128] }")
+    search.add_argument("--trials", type=int, default=20, help="trials in all (default: 20)")
+    search.add_argument("--parallel", "-j", type=int, default=1, metavar="K",
+                        help="trials at once (default: 1)")
+    search.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override every trial shares (repeatable)")
+    search.add_argument("--metric", default="knn",
+                        help="what trials are judged and pruned by: knn (default), linear, "
+                        "val_loss, ... (a loss is minimised)")
+    search.add_argument("--sampler", default="tpe", choices=("tpe", "random"))
+    search.add_argument("--pruner", default="median", choices=("median", "none"),
+                        help="median (default): stop a trial whose value at an epoch is worse "
+                        "than the median of the completed trials' there")
+    search.add_argument("--startup-trials", dest="startup", type=int, default=5, metavar="N",
+                        help="completed trials before any is pruned (default: 5)")
+    search.add_argument("--seed", type=int, help="the sampler's seed")
+    search.add_argument("--resume", metavar="SEARCH", nargs="?", const="",
+                        help="go on with a search (default: the newest) after an interruption")
+    search.add_argument("--out", metavar="FIG", help="at the end, a parallel-coordinates figure")
+    _meta_args(search)
+
     label = command("label", "show or change a run's label, tags and note")
     _run_arg(label)
     label.add_argument("label", nargs="?", metavar="NAME", help='the new label ("": none)')
@@ -293,6 +319,51 @@ def _meta(args: argparse.Namespace) -> Any:
     from sslterm.runs.meta import make_meta
 
     return make_meta(args.label, args.tags, args.note)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from sslterm.runs import search as searches
+    from sslterm.runs.sweep import find_sweep, list_sweeps
+
+    if args.resume is not None:
+        out = _output_dir(args)
+        if args.resume:
+            found = find_sweep(args.resume, out)
+        else:
+            found = next((s for s in reversed(list_sweeps(out)) if s.kind == "search"), None)
+            if found is None:
+                raise UserError(f"no search under {out}")
+    else:
+        if args.profile is None or args.space is None:
+            args.parser.error("a profile and --space SPACE.toml are needed (or --resume)")
+        from sslterm.profile.load import load_profile
+
+        out = args.output_dir or load_profile(args.profile, args.sets).launch.output_dir
+        found = searches.create_search(
+            out, args.profile, args.space, trials=args.trials, parallel=args.parallel,
+            fixed=args.sets, metric=args.metric, sampler=args.sampler, pruner=args.pruner,
+            startup=args.startup, seed=args.seed, meta=_meta(args))
+    driver = searches.Driver(out, found, say=lambda line: print(line, flush=True))
+    print(f"search {found.id}: {driver.data['trials']} trials, {driver.data['parallel']} at a "
+          f"time, by {driver.data['metric']} ({driver.data['sampler']}, pruner "
+          f"{driver.data['pruner']})", flush=True)
+    try:
+        driver.run()
+    except KeyboardInterrupt:
+        print(f"\nstopped the search; queued trials go on: sslterm -o {out} search --resume "
+              f"{found.id}", file=sys.stderr)
+        return 130
+    _print_sweep(driver.sweep, out, None, driver.data["metric"])
+    best = searches.best_trials(driver.study, 1)
+    if best:
+        params = " ".join(f"{k}={v}" for k, v in best[0].params.items())
+        print(f"best: trial {best[0].number}, {driver.data['metric']} {best[0].value:.4g}: "
+              f"{params}")
+    if args.out:
+        from sslterm.report.search import save_parallel_coordinates
+
+        print(f"wrote {save_parallel_coordinates(driver.study, args.out, driver.data['metric'])}")
+    return 0
 
 
 def cmd_label(args: argparse.Namespace) -> int:
@@ -693,7 +764,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_sweep(sweep: Any, output_dir: str, metric: str | None) -> None:
+def _print_sweep(sweep: Any, output_dir: str, metric: str | None,
+                 prefer: str | None = None) -> None:
+    """The sweep's (or search's) table, sorted by ``metric``, else ``prefer`` where rows have
+    it, else the default."""
     from rich.console import Console
 
     from sslterm.report.sweep_table import default_sort, metric_names, render, sweep_rows
@@ -703,6 +777,8 @@ def _print_sweep(sweep: Any, output_dir: str, metric: str | None) -> None:
     if metric is not None and metric not in metric_names(rows):
         have = ", ".join(metric_names(rows)) or "none yet"
         raise UserError(f"--sort {metric}: no run of the sweep has it (they have: {have})")
+    if metric is None and prefer in metric_names(rows):
+        metric = prefer
     Console(width=None if sys.stdout.isatty() else 10_000).print(
         render(sweep, rows, metric or default_sort(rows)))
 
@@ -762,7 +838,7 @@ HANDLERS = {
     "stop": cmd_control, "kill": cmd_control, "resume": cmd_control, "follow": cmd_control,
     "rm": cmd_rm, "features": cmd_features, "probe": cmd_probe, "serve": cmd_serve,
     "slurm": cmd_slurm, "plot": cmd_plot, "export": cmd_export, "sweep": cmd_sweep,
-    "label": cmd_label, "table": cmd_table, "embed": cmd_embed,
+    "label": cmd_label, "table": cmd_table, "embed": cmd_embed, "search": cmd_search,
 }
 
 

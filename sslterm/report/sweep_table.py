@@ -158,7 +158,7 @@ def render(sweep: Sweep, rows: Sequence[SweepRow], metric: str | None) -> Any:
     from rich.table import Table
 
     header, cells = table_cells(sweep, rows, metric)
-    title = f"sweep {sweep.id}" + (f", sorted by {metric}" if metric else "")
+    title = f"{sweep.kind} {sweep.id}" + (f", sorted by {metric}" if metric else "")
     table = Table(title=title, box=None, title_justify="left")
     for name in header:
         table.add_column(name, no_wrap=True)

@@ -91,12 +91,13 @@ def enqueue(
     sweep: str = "",
     point: int | None = None,
     meta: RunMeta | None = None,
+    cwd: str | None = None,
 ) -> QueueItem:
     """Queue a profile (its text now, so later edits of the file do not change it).
     The text is validated first: a broken profile never enters the queue. ``parallel``:
     how many runs (this one included) may run at once when it starts; ``sweep`` and
     ``point``: the sweep and grid point it belongs to (:mod:`sslterm.runs.sweep`); ``meta``:
-    the run's label, tags and note."""
+    the run's label, tags and note; ``cwd``: the folder it starts in (default: this one)."""
     from sslterm.profile.load import validate_text
 
     validate_text(text, source or f"{stem}.toml", overrides)
@@ -107,7 +108,7 @@ def enqueue(
         "stem": stem,
         "text": text,
         "overrides": list(overrides),
-        "cwd": os.getcwd(),
+        "cwd": cwd or os.getcwd(),
         "queued": utc_now(),
         "source": source,
         "parallel": parallel,

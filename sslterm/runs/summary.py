@@ -790,6 +790,16 @@ def _metrics(kind: Any, e: dict[str, Any]) -> list[tuple[str, Any]]:
     return out
 
 
+def event_metrics(e: dict[str, Any]) -> list[tuple[str, float]]:
+    """(series name, value) of every finite number an event adds to the charts."""
+    out = []
+    for name, value in _metrics(e.get("kind"), e):
+        v = _finite(value)
+        if v is not None:
+            out.append((name, v))
+    return out
+
+
 def _size(path: Path) -> int:
     try:
         return os.stat(path).st_size

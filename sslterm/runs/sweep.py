@@ -48,6 +48,11 @@ class Sweep:
     names: tuple[str, ...]
     parallel: int
     created: str
+    kind: str = "sweep"
+    """``sweep`` (a grid) or ``search`` (:mod:`sslterm.runs.search`: points added as Optuna
+    asks for trials, one per trial number)."""
+    pruned: tuple[int, ...] = ()
+    """A search's points whose trials were pruned (their runs stopped early)."""
 
 
 @dataclass(frozen=True)
@@ -57,8 +62,8 @@ class PointStatus:
     name: str
     state: str
     """``waiting`` (in the queue), ``starting`` (taken by the runner), ``removed`` (from
-    the queue, or its run deleted, by hand), ``failed`` (see ``error``: also a run that could not start) or the
-    run's own state."""
+    the queue, or its run deleted, by hand), ``failed`` (see ``error``: also a run that could not start),
+    ``pruned`` (a search stopped it early) or the run's own state."""
     run: RunDir | None
     error: str
 
@@ -159,7 +164,7 @@ def create_sweep(
     for point in overrides:
         validate_text(text, str(path), point)
     check_output_dir(output_dir)
-    target = _new_record(sweeps_dir(output_dir), f"{stem}-sweep")
+    target = new_record(sweeps_dir(output_dir), f"{stem}-sweep")
     sweep = Sweep(target.stem, target, str(path), tuple(k for k, _ in swept), tuple(points),
                   tuple(names), parallel, utc_now())
     atomic_write_text(sweep.path, json.dumps(_to_json(sweep), indent=2) + "\n")
@@ -173,7 +178,7 @@ def create_sweep(
     return sweep
 
 
-def _new_record(folder: Path, name: str) -> Path:
+def new_record(folder: Path, name: str) -> Path:
     """Claim ``<name>-<UTC timestamp>[-n].json`` (exclusive create: two sweeps started in
     the same second get distinct ids)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -191,14 +196,15 @@ def _new_record(folder: Path, name: str) -> Path:
 def _to_json(sweep: Sweep) -> dict[str, Any]:
     return {"id": sweep.id, "profile": sweep.profile, "keys": list(sweep.keys),
             "points": list(sweep.points), "names": list(sweep.names), "parallel": sweep.parallel,
-            "created": sweep.created}
+            "created": sweep.created, "kind": sweep.kind, "pruned": list(sweep.pruned)}
 
 
 def load_sweep(path: Path) -> Sweep:
     data = json.loads(path.read_text(encoding="utf-8"))
     return Sweep(data["id"], path, data["profile"], tuple(data["keys"]),
                  tuple(data["points"]), tuple(data["names"]), int(data["parallel"]),
-                 str(data.get("created", "")))
+                 str(data.get("created", "")), str(data.get("kind") or "sweep"),
+                 tuple(int(i) for i in data.get("pruned") or ()))
 
 
 def list_sweeps(output_dir: str | Path) -> list[Sweep]:
@@ -249,6 +255,8 @@ def sweep_status(sweep: Sweep, output_dir: str | Path) -> list[PointStatus]:
         else:
             runner = queue.runner_alive(out) if runner is None else runner
             state = "starting" if runner else "removed"
+        if i in sweep.pruned and state not in ("waiting", "failed", "removed", "finished"):
+            state = "pruned"
         rows.append(PointStatus(i, values, name, state, run, error))
     return rows
 
