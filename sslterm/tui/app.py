@@ -205,9 +205,7 @@ class SSLTermApp(App):
         if hasattr(screen, "action_pick_columns"):
             notes.append("o: the table's columns, for this session · enter: a run's full id")
         if hasattr(screen, "action_filter"):
-            notes.append("/ filter: words, key=value (label, tag, method, state, profile, "
-                         "train.base_lr...), linear>50 · g: group by method, state, profile, "
-                         "tag, label · t: label, tags, note")
+            notes.append("/ filter: tag=x train.base_lr=0.1 linear>50 · g: group · t: label, tags")
         if hasattr(screen, "action_save_figure"):
             notes.append(f"f saves figures in {self.figures_dir} ({FIGURES_ENV}=DIR: elsewhere)")
         return notes
