@@ -155,3 +155,28 @@ async def test_the_app_labels_filters_and_groups_runs(runs_dir: Path, profiles_d
         await wait_until(pilot, lambda: sorted(str(table.get_row(str(k.value))[1])
                                                for k in table.rows)
                          == ["failed", "finished", "stopped"])
+
+
+@pytest.mark.anyio
+async def test_the_composer_gives_queued_runs_a_label_tags_and_note(runs_dir: Path,
+                                                                    profiles_dir: Path,
+                                                                    monkeypatch) -> None:
+    from sslterm.tui.app import SSLTermApp
+    from sslterm.tui.screens.composer import ComposerScreen
+    from sslterm.tui.screens.dialogs import MetaScreen
+
+    monkeypatch.setattr(queue, "ensure_runner", lambda out: True)
+    app = SSLTermApp(runs_dir, profiles_dir, poll_interval=0.2, env_check_delay=None)
+    async with app.run_test(size=(130, 40)) as pilot:
+        await pilot.press("2")
+        await wait_until(pilot, lambda: isinstance(app.screen, ComposerScreen))
+        composer = app.screen
+        assert composer.open_path(profiles_dir / "smoke.toml")
+        await pilot.press("ctrl+e")
+        await wait_until(pilot, lambda: isinstance(app.screen, MetaScreen))
+        await pilot.press(*"lr 0.05", "tab", *"smoke cpu", "enter")
+        await wait_until(pilot, lambda: app.screen is composer and "lr 0.05" in screen_text(app))
+        await pilot.press("ctrl+g")
+        await wait_until(pilot, lambda: len(queue.pending(runs_dir)) == 1)
+    meta = queue.pending(runs_dir)[0].meta
+    assert (meta.label, meta.tags, meta.note) == ("lr 0.05", ("smoke", "cpu"), "")
