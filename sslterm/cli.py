@@ -33,6 +33,37 @@ def _profile_args(p: argparse.ArgumentParser) -> None:
                    help="an override (repeatable)")
 
 
+def _meta_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--label", default="", metavar="NAME",
+                   help="what legends and tables call the run (default: its id)")
+    p.add_argument("--tag", dest="tags", action="append", default=[], metavar="TAG",
+                   help="a tag (repeatable)")
+    p.add_argument("--note", default="", metavar="TEXT", help="a note on the run")
+
+
+def _paper_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--label", dest="labels", action="append", default=[], metavar="RUN=NAME",
+                   help="a run's name in the legend (default: its label, else its id)")
+    p.add_argument("--title", default="", help="the figure's title")
+    p.add_argument("--size", default="column", choices=("column", "page"),
+                   help="one column (3.5 in, default) or the full width (7 in) of a "
+                   "two-column paper")
+
+
+def _label_overrides(items: Sequence[str], output_dir: str) -> dict[str, str]:
+    """``--label RUN=NAME`` options as run id -> name (RUN: an id or unique prefix)."""
+    from sslterm.runs.meta import check_label
+    from sslterm.runs.store import find_run
+
+    out = {}
+    for item in items:
+        ref, sep, name = item.partition("=")
+        if not sep or not ref or not name.strip():
+            raise UserError(f"<command line>: --label {item}: write RUN=NAME")
+        out[find_run(ref, output_dir).id] = check_label(name, f"--label {item}")
+    return out
+
+
 def _run_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run id, id prefix or run directory")
 
@@ -65,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--main-process-ip", dest="main_process_ip")
     run.add_argument("--main-process-port", dest="main_process_port", type=int)
     run.add_argument("--num-processes", dest="num_processes", type=int)
+    _meta_args(run)
 
     prof = command("profile", "validate or show a profile")
     prof_sub = prof.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
@@ -75,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     runs = command("runs", "list runs")
     runs.add_argument("--json", action="store_true",
                       help="one JSON object per run, with its final metrics")
+    runs.add_argument("--filter", metavar="EXPR",
+                      help="only matching runs: words (in the id, label, tags, method, state, "
+                      "profile), KEY=VALUE (label, tag, method, state, profile or a profile key "
+                      "such as train.base_lr; * wildcards), KEY>N / < / >= / <= (linear, knn, "
+                      "loss, epoch or a numeric profile key)")
+    runs.add_argument("--sort", metavar="KEY",
+                      help="order by created (default, newest first), id, label, state, method, "
+                      "profile, linear, knn (best first), loss, epoch, ips or a profile key")
+    runs.add_argument("--reverse", action="store_true", help="the other way round")
     for name, text in (("stop", "ask a run to stop gracefully (checkpoint, then exit)"),
                        ("resume", "continue a run from its newest complete checkpoint"),
                        ("follow", "follow a run's progress"),
@@ -96,6 +137,20 @@ def build_parser() -> argparse.ArgumentParser:
     _run_arg(feats)
     feats.add_argument("--checkpoint", help="checkpoint folder name (default: newest)")
     feats.add_argument("--out", help="output folder (default: RUN/features)")
+
+    embed = command("embed", "project a run's exported features to 2-D (UMAP with umap-learn, "
+                    "else PCA), coloured by class")
+    _run_arg(embed)
+    embed.add_argument("--method", default="auto", choices=("auto", "pca", "umap"),
+                       help="auto (default): UMAP where umap-learn is installed, else PCA")
+    embed.add_argument("--split", help="features of this split (default: test, else val, "
+                       "else train)")
+    embed.add_argument("--max-points", dest="max_points", type=int, default=2000,
+                       help="a seeded sample of at most N features (default: 2000)")
+    embed.add_argument("--seed", type=int, default=0, help="sample and UMAP seed (default: 0)")
+    embed.add_argument("--out", metavar="FILE", help="also a figure: .svg, .png or .pdf")
+    embed.add_argument("--title", default="", help="the figure's title")
+    embed.add_argument("--size", default="column", choices=("column", "page"))
 
     probe = command("probe", "linear probe + kNN on saved features")
     probe.add_argument("features", help="features folder, features.safetensors or a run")
@@ -130,6 +185,26 @@ def build_parser() -> argparse.ArgumentParser:
     # not required=True: argparse's "required: --out" would not say that -o is the runs folder
     plot.add_argument("--out", metavar="FILE",
                       help="figure file: .svg, .png or .pdf (required; -o is the runs folder)")
+    _paper_args(plot)
+    plot.add_argument("--no-groups", dest="groups", action="store_false",
+                      help="draw every run of a seed group apart (default: their mean in a "
+                      "band of +- one std)")
+
+    table = command("table", "final metrics of runs as a paper's table: mean +- std and n over "
+                    "each seed group (runs that differ only in train.seed)")
+    table.add_argument("runs", nargs="*", metavar="RUN",
+                       help="runs (default: every run with results, or those --filter picks)")
+    table.add_argument("--filter", metavar="EXPR", help="runs matching EXPR (as in sslterm runs)")
+    table.add_argument("--metrics", default="linear,knn", metavar="M,M",
+                       help="final metrics: linear, knn, ssl_val_loss, linear_eval.val_top1, "
+                       "... (default: linear,knn)")
+    table.add_argument("--format", default="md", choices=("md", "latex", "csv"))
+    table.add_argument("--digits", type=int, default=2, help="decimals (default: 2)")
+    table.add_argument("--out", metavar="FILE", help="output file (default: standard output)")
+    table.add_argument("--label", dest="labels", action="append", default=[],
+                       metavar="RUN=NAME", help="a run's (its group's) name in the table")
+    table.add_argument("--no-groups", dest="groups", action="store_false",
+                       help="one row per run")
 
     export = command("export", "write every series of a run's event log as CSV or JSON")
     _run_arg(export)
@@ -150,6 +225,42 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--show", metavar="SWEEP", nargs="?", const="",
                        help="print a sweep's table (default: the newest) and return")
     sweep.add_argument("--sort", metavar="METRIC", help="sort by this final metric")
+    _meta_args(sweep)
+
+    search = command("search", "an Optuna search (TPE or random) over a space of profile keys, "
+                     "trials through the queue, bad ones pruned early from their kNN curve")
+    search.add_argument("profile", nargs="?", help="profile TOML file")
+    search.add_argument("--space", metavar="SPACE.toml",
+                        help="keys and their ranges: [train] base_lr = { low = 0.01, high = 1, "
+                        "log = true }, batch_size = { choices = [64, 128] }")
+    search.add_argument("--trials", type=int, default=20, help="trials in all (default: 20)")
+    search.add_argument("--parallel", "-j", type=int, default=1, metavar="K",
+                        help="trials at once (default: 1)")
+    search.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override every trial shares (repeatable)")
+    search.add_argument("--metric", default="knn",
+                        help="what trials are judged and pruned by: knn (default), linear, "
+                        "val_loss, ... (a loss is minimised)")
+    search.add_argument("--sampler", default="tpe", choices=("tpe", "random"))
+    search.add_argument("--pruner", default="median", choices=("median", "none"),
+                        help="median (default): stop a trial whose value at an epoch is worse "
+                        "than the median of the completed trials' there")
+    search.add_argument("--startup-trials", dest="startup", type=int, default=5, metavar="N",
+                        help="completed trials before any is pruned (default: 5)")
+    search.add_argument("--seed", type=int, help="the sampler's seed")
+    search.add_argument("--resume", metavar="SEARCH", nargs="?", const="",
+                        help="go on with a search (default: the newest) after an interruption")
+    search.add_argument("--out", metavar="FIG", help="at the end, a parallel-coordinates figure")
+    _meta_args(search)
+
+    label = command("label", "show or change a run's label, tags and note")
+    _run_arg(label)
+    label.add_argument("label", nargs="?", metavar="NAME", help='the new label ("": none)')
+    label.add_argument("--tag", dest="tags", action="append", default=[], metavar="TAG",
+                       help="add a tag (repeatable)")
+    label.add_argument("--untag", action="append", default=[], metavar="TAG",
+                       help="remove a tag (repeatable)")
+    label.add_argument("--note", metavar="TEXT", help='the new note ("": none)')
     return parser
 
 
@@ -191,7 +302,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sslterm.profile.load import load_profile
     from sslterm.runs.launcher import start_run, wait_started
 
-    run = start_run(args.profile, _launch_overrides(args), output_dir=args.output_dir)
+    run = start_run(args.profile, _launch_overrides(args), output_dir=args.output_dir,
+                    meta=_meta(args))
     _warmup_note(load_profile(args.profile, _launch_overrides(args)))  # as written, not frozen
     if args.detach:
         print(run.id)
@@ -200,6 +312,73 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     wait_started(run)
     return follow(run)
+
+
+def _meta(args: argparse.Namespace) -> Any:
+    """The launch options' checked label, tags and note (a RunMeta)."""
+    from sslterm.runs.meta import make_meta
+
+    return make_meta(args.label, args.tags, args.note)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from sslterm.runs import search as searches
+    from sslterm.runs.sweep import find_sweep, list_sweeps
+
+    if args.resume is not None:
+        out = _output_dir(args)
+        if args.resume:
+            found = find_sweep(args.resume, out)
+        else:
+            found = next((s for s in reversed(list_sweeps(out)) if s.kind == "search"), None)
+            if found is None:
+                raise UserError(f"no search under {out}")
+    else:
+        if args.profile is None or args.space is None:
+            args.parser.error("a profile and --space SPACE.toml are needed (or --resume)")
+        from sslterm.profile.load import load_profile
+
+        out = args.output_dir or load_profile(args.profile, args.sets).launch.output_dir
+        found = searches.create_search(
+            out, args.profile, args.space, trials=args.trials, parallel=args.parallel,
+            fixed=args.sets, metric=args.metric, sampler=args.sampler, pruner=args.pruner,
+            startup=args.startup, seed=args.seed, meta=_meta(args))
+    driver = searches.Driver(out, found, say=lambda line: print(line, flush=True))
+    print(f"search {found.id}: {driver.data['trials']} trials, {driver.data['parallel']} at a "
+          f"time, by {driver.data['metric']} ({driver.data['sampler']}, pruner "
+          f"{driver.data['pruner']})", flush=True)
+    try:
+        driver.run()
+    except KeyboardInterrupt:
+        print(f"\nstopped the search; queued trials go on: sslterm -o {out} search --resume "
+              f"{found.id}", file=sys.stderr)
+        return 130
+    _print_sweep(driver.sweep, out, None, driver.data["metric"])
+    best = searches.best_trials(driver.study, 1)
+    if best:
+        params = " ".join(f"{k}={v}" for k, v in best[0].params.items())
+        print(f"best: trial {best[0].number}, {driver.data['metric']} {best[0].value:.4g}: "
+              f"{params}")
+    if args.out:
+        from sslterm.report.search import save_parallel_coordinates
+
+        print(f"wrote {save_parallel_coordinates(driver.study, args.out, driver.data['metric'])}")
+    return 0
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from sslterm.runs.meta import edit_meta, read_meta
+    from sslterm.runs.store import find_run
+
+    run = find_run(args.run, _output_dir(args))
+    if args.label is None and not args.tags and not args.untag and args.note is None:
+        meta = read_meta(run)
+    else:
+        meta = edit_meta(run, label=args.label, add=args.tags, remove=args.untag,
+                         note=args.note)
+    print(f"{run.id}: label {meta.label or '(none)'} · tags {', '.join(meta.tags) or '(none)'}"
+          f" · note {meta.note or '(none)'}")
+    return 0
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -249,6 +428,7 @@ def run_record(run: RunDir, summary: RunSummary | None = None) -> dict[str, Any]
     return {
         "id": run.id, "path": str(run.path), "state": state, "error": error,
         "profile": status.get("profile", ""), "method": summary.method,
+        "label": summary.label, "tags": list(summary.tags), "note": summary.note,
         "created": status.get("created"),
         "started": status.get("started"), "ended": status.get("ended"),
         "epoch": summary.epoch, "epochs": summary.epochs, "step": summary.step,
@@ -260,15 +440,21 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from sslterm.runs.query import filter_runs, parse_filter, sort_runs
     from sslterm.runs.store import check_runs_folder, iter_runs
-    from sslterm.runs.summary import RunSummary, newest_first
+    from sslterm.runs.summary import RunSummary
 
     check_runs_folder(_output_dir(args))
+    if args.filter:
+        parse_filter(args.filter)  # a bad expression says so before any log is read
     summaries = [RunSummary(run) for run in iter_runs(_output_dir(args))]
     for summary in summaries:
         summary.update()
-    # newest first, as the app's runs table
-    records = [run_record(s.run, s) for s in newest_first(summaries)]
+    if args.filter:
+        summaries = filter_runs(summaries, args.filter)
+    # newest first by default, as the app's runs table
+    summaries = sort_runs(summaries, args.sort or "created", args.reverse)
+    records = [run_record(s.run, s) for s in summaries]
     if args.json:
         for record in records:
             print(json.dumps(record))
@@ -276,13 +462,20 @@ def cmd_runs(args: argparse.Namespace) -> int:
     id_width = max((len(r["id"]) for r in records), default=3)
     table = Table(box=None)
     table.add_column("run", no_wrap=True, min_width=id_width)
+    labelled = any(r["label"] for r in records)
+    tagged = any(r["tags"] for r in records)
+    if labelled:
+        table.add_column("label")
     for name in ("state", "epoch", "profile", "method", "created"):
         table.add_column(name, no_wrap=name != "profile")
+    if tagged:
+        table.add_column("tags")
     table.add_column("error", overflow="ellipsis")
     for r in records:
         epoch = "" if r["epoch"] is None else f"{r['epoch']}/{r['epochs'] or '?'}"
-        table.add_row(r["id"], r["state"], epoch, r["profile"], r["method"],
-                      r["created"] or "", r["error"][:80])
+        table.add_row(r["id"], *([r["label"]] if labelled else []), r["state"], epoch,
+                      r["profile"], r["method"], r["created"] or "",
+                      *([", ".join(r["tags"])] if tagged else []), r["error"][:80])
     # piped: one line per run, however long (a terminal's width applies only to a terminal)
     Console(width=None if sys.stdout.isatty() else 10_000).print(table)
     return 0
@@ -368,6 +561,29 @@ def cmd_features(args: argparse.Namespace) -> int:
     meta = json.loads((path / "meta.json").read_text())
     print(f"wrote {path}: {meta['splits']} features of dim {meta['feature_dim']} "
           f"from {meta['checkpoint']}")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from sslterm.eval.embed import project, save_embedding
+    from sslterm.report.plot import FORMATS
+    from sslterm.runs.store import find_run
+
+    run = find_run(args.run, _output_dir(args))
+    if args.out and Path(args.out).suffix.lower() not in FORMATS:
+        raise UserError(f"{args.out}: unknown figure format {Path(args.out).suffix or '(none)'!r}"
+                        "; use .svg, .png or .pdf")
+    if not (run.features / "features.safetensors").is_file():
+        raise UserError(f"run {run.id} has no exported features; run: sslterm features {run.id}")
+    embedding = project(run.features, args.method, args.split, args.max_points, args.seed)
+    if args.out:
+        from sslterm.report.embed import save_embedding_figure
+
+        save_embedding_figure(embedding, args.out, args.title, args.size)
+    path = save_embedding(run.features, embedding)
+    print(f"wrote {path}: {embedding.method.upper()} of {len(embedding.labels)} of "
+          f"{embedding.total} {embedding.split} features, {embedding.num_classes} classes"
+          + (f"; figure {args.out}" if args.out else ""))
     return 0
 
 
@@ -482,8 +698,56 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if not 0.0 <= args.smooth < 1.0:
         raise UserError(f"<command line>: --smooth: must be in [0, 1) (got {args.smooth:g})")
     runs = [find_run(ref, _output_dir(args)) for ref in args.runs]
-    path = save_figure(runs, args.metric, args.x, args.out, smoothing=args.smooth)
+    labels = _label_overrides(args.labels, _output_dir(args))
+    path = save_figure(runs, args.metric, args.x, args.out, smoothing=args.smooth,
+                       labels=labels, title=args.title, size=args.size, groups=args.groups)
     print(f"wrote {path}")
+    return 0
+
+
+def _pick_runs(refs: Sequence[str], expr: str | None, output_dir: str) -> list[RunSummary]:
+    """The runs named (all under the folder when none is), less those ``expr`` filters out;
+    read, newest first."""
+    from sslterm.runs.query import filter_runs, parse_filter
+    from sslterm.runs.store import check_runs_folder, find_run, iter_runs
+    from sslterm.runs.summary import RunSummary, newest_first
+
+    if expr:
+        parse_filter(expr)
+    check_runs_folder(output_dir)
+    runs = [find_run(r, output_dir) for r in refs] if refs else list(iter_runs(output_dir))
+    summaries = [RunSummary(run) for run in dict.fromkeys(runs)]
+    for s in summaries:
+        s.update()
+    if expr:
+        summaries = filter_runs(summaries, expr)
+    if not summaries:
+        raise UserError(f"no runs{' match ' + repr(expr) if expr else ''} under {output_dir}")
+    return summaries if refs else newest_first(summaries)
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from sslterm.report.table import render, table_rows
+    from sslterm.runs.store import atomic_write_text
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    if not metrics:
+        raise UserError("<command line>: --metrics: name at least one metric")
+    if args.digits < 0:
+        raise UserError(f"<command line>: --digits: must be >= 0 (got {args.digits})")
+    labels = _label_overrides(args.labels, _output_dir(args))
+    summaries = _pick_runs(args.runs, args.filter, _output_dir(args))
+    rows, skipped = table_rows(summaries, metrics, labels, args.groups)
+    if skipped:
+        print(f"left out (no results yet): {', '.join(skipped)}", file=sys.stderr)
+    splits = {s.linear_split for s in summaries if s.linear_split}
+    text = render(rows, metrics, args.format, splits, args.digits)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(args.out), text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -500,7 +764,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_sweep(sweep: Any, output_dir: str, metric: str | None) -> None:
+def _print_sweep(sweep: Any, output_dir: str, metric: str | None,
+                 prefer: str | None = None) -> None:
+    """The sweep's (or search's) table, sorted by ``metric``, else ``prefer`` where rows have
+    it, else the default."""
     from rich.console import Console
 
     from sslterm.report.sweep_table import default_sort, metric_names, render, sweep_rows
@@ -510,6 +777,8 @@ def _print_sweep(sweep: Any, output_dir: str, metric: str | None) -> None:
     if metric is not None and metric not in metric_names(rows):
         have = ", ".join(metric_names(rows)) or "none yet"
         raise UserError(f"--sort {metric}: no run of the sweep has it (they have: {have})")
+    if metric is None and prefer in metric_names(rows):
+        metric = prefer
     Console(width=None if sys.stdout.isatty() else 10_000).print(
         render(sweep, rows, metric or default_sort(rows)))
 
@@ -548,7 +817,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     out = args.output_dir or load_profile(args.profile, args.sets).launch.output_dir
     sweep = sweeps.create_sweep(out, args.profile, sweeps.parse_axes(args.overrides), args.sets,
-                                args.parallel)
+                                args.parallel, meta=_meta(args))
     if args.detach:
         print(sweep.id)
         return 0
@@ -569,6 +838,7 @@ HANDLERS = {
     "stop": cmd_control, "kill": cmd_control, "resume": cmd_control, "follow": cmd_control,
     "rm": cmd_rm, "features": cmd_features, "probe": cmd_probe, "serve": cmd_serve,
     "slurm": cmd_slurm, "plot": cmd_plot, "export": cmd_export, "sweep": cmd_sweep,
+    "label": cmd_label, "table": cmd_table, "embed": cmd_embed, "search": cmd_search,
 }
 
 

@@ -439,9 +439,9 @@ def test_elide_keeps_the_start_and_the_time_of_day():
 
 
 def test_fit_widths_elides_the_run_id_until_the_numbers_fit():
-    from sslterm.tui.widgets.runs_table import COLUMNS, fit_widths
+    from sslterm.tui.widgets.runs_table import COLUMNS, WHEN_FILLED, fit_widths
 
-    order = [k for k, _ in COLUMNS]
+    order = [k for k, _ in COLUMNS if k not in WHEN_FILLED]  # runs without labels or tags
     natural = dict.fromkeys(order, 6) | {"mark": 1, "run": 46, "linear": 11, "profile": 31}
     wide = fit_widths(order, natural, 500)
     assert wide == natural

@@ -1,5 +1,9 @@
 """A sweep's table: one row per grid point, its swept values, state and final metrics,
-sortable by any metric, the best row marked. Shared by ``sslterm sweep`` and the app."""
+sortable by any metric, the best row marked. Shared by ``sslterm sweep`` and the app.
+
+A sweep over ``train.seed`` shows one row per seed group (the points that differ only in
+the seed): each metric's mean ± sample std over the group's finished runs, and their
+number ``n``."""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sslterm.runs.groups import stat
 from sslterm.runs.summary import final_accuracies
-from sslterm.runs.sweep import PointStatus, Sweep
+from sslterm.runs.sweep import SEED_KEY, PointStatus, Sweep
 
 BEST = "*"
 LEADING = ("linear", "knn")
@@ -24,6 +29,11 @@ class SweepRow:
     state: str
     run: str
     metrics: dict[str, float] = field(default_factory=dict)
+    """Final metrics; for a seed group the means."""
+    spread: dict[str, float] = field(default_factory=dict)
+    """A seed group's sample std of each metric (groups of two runs or more)."""
+    n: int = 1
+    """The runs a seed group's numbers are over."""
 
 
 def final_metrics(results: Any) -> dict[str, float]:
@@ -50,6 +60,35 @@ def _results(point: PointStatus) -> Any:
 def sweep_rows(points: Sequence[PointStatus]) -> list[SweepRow]:
     return [SweepRow(p.name, p.values, p.state, p.run.id if p.run else "",
                      final_metrics(_results(p))) for p in points]
+
+
+def seeded(sweep: Sweep) -> bool:
+    """Whether the sweep's rows are seed groups."""
+    return SEED_KEY in sweep.keys
+
+
+def seed_rows(sweep: Sweep, rows: Sequence[SweepRow]) -> list[SweepRow]:
+    """One row per seed group (grid order of the groups' first points); the rows as they
+    are when the sweep has no seed axis."""
+    if not seeded(sweep):
+        return list(rows)
+    groups: dict[tuple[tuple[str, str], ...], list[SweepRow]] = {}
+    for row in rows:
+        key = tuple((k, v) for k, v in row.values.items() if k != SEED_KEY)
+        groups.setdefault(key, []).append(row)
+    out = []
+    for key, members in groups.items():
+        done = [r for r in members if r.metrics]
+        stats = {m: stat([r.metrics[m] for r in done if m in r.metrics])
+                 for m in metric_names(done)}
+        states = sorted({r.state for r in members})
+        state = states[0] if len(states) == 1 else f"{len(done)}/{len(members)} done"
+        out.append(SweepRow(
+            members[0].name, dict(key), state, f"{len(members)} runs",
+            {m: st.mean for m, st in stats.items() if st},
+            {m: st.std for m, st in stats.items() if st and st.std is not None},
+            len(done)))
+    return out
 
 
 def metric_names(rows: Sequence[SweepRow]) -> list[str]:
@@ -92,19 +131,26 @@ def sort_rows(rows: Sequence[SweepRow], metric: str | None) -> list[SweepRow]:
 def table_cells(
     sweep: Sweep, rows: Sequence[SweepRow], metric: str | None
 ) -> tuple[list[str], list[list[str]]]:
-    """Header and cells (rows sorted by ``metric``, the best one marked), for any table."""
+    """Header and cells (rows sorted by ``metric``, the best one marked), for any table;
+    a seed sweep's rows are its seed groups (:func:`seed_rows`), with an ``n`` column."""
+    grouped = seeded(sweep)
+    rows = seed_rows(sweep, rows)
     names = metric_names(rows)
     ordered = sort_rows(rows, metric)
     best = best_index(ordered, metric)
-    header = ["", *sweep.keys, "state", *names, "run"]
-    cells = [[BEST if i == best else "", *(row.values.get(k, "") for k in sweep.keys), row.state,
-              *(_fmt(row.metrics.get(n)) for n in names), row.run or "—"]
+    keys = [k for k in sweep.keys if k != SEED_KEY]
+    header = ["", *keys, "state", *(["n"] if grouped else []), *names, "run"]
+    cells = [[BEST if i == best else "", *(row.values.get(k, "") for k in keys), row.state,
+              *([str(row.n)] if grouped else []),
+              *(_fmt(row.metrics.get(n), row.spread.get(n)) for n in names), row.run or "—"]
              for i, row in enumerate(ordered)]
     return header, cells
 
 
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
+def _fmt(value: float | None, spread: float | None = None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if spread is None else f"{value:.4g} ± {spread:.2g}"
 
 
 def render(sweep: Sweep, rows: Sequence[SweepRow], metric: str | None) -> Any:
@@ -112,7 +158,7 @@ def render(sweep: Sweep, rows: Sequence[SweepRow], metric: str | None) -> Any:
     from rich.table import Table
 
     header, cells = table_cells(sweep, rows, metric)
-    title = f"sweep {sweep.id}" + (f", sorted by {metric}" if metric else "")
+    title = f"{sweep.kind} {sweep.id}" + (f", sorted by {metric}" if metric else "")
     table = Table(title=title, box=None, title_justify="left")
     for name in header:
         table.add_column(name, no_wrap=True)

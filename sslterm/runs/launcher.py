@@ -27,6 +27,7 @@ from sslterm.errors import ProfileError, UserError
 from sslterm.profile.load import CLI, load_profile, locate, parse_override, resolved_toml
 from sslterm.profile.schema import FieldProblem, Profile
 from sslterm.runs import scheduler
+from sslterm.runs.meta import RunMeta, write_meta
 from sslterm.runs.store import (
     ACTIVE,
     RunDir,
@@ -217,10 +218,14 @@ def init_source(profile: Profile) -> Profile:
     return profile.model_copy(update={"model": model})
 
 
-def create_run(profile: Profile, output_dir: str | None = None) -> RunDir:
+def create_run(
+    profile: Profile, output_dir: str | None = None, meta: RunMeta | None = None
+) -> RunDir:
     profile = init_source(profile)
     run = new_run_dir(output_dir or profile.launch.output_dir, profile.name)
     atomic_write_text(run.profile, resolved_toml(profile))
+    if meta:
+        write_meta(run, meta)
     run.update_status(state="queued", run_id=run.id, profile=profile.name, created=utc_now(),
                       host=socket.gethostname())
     return run
@@ -232,15 +237,17 @@ def start_run(
     *,
     output_dir: str | None = None,
     check: bool = True,
+    meta: RunMeta | None = None,
 ) -> RunDir:
-    """Validate, create the run directory and start the run; returns at once."""
+    """Validate, create the run directory and start the run; returns at once. ``meta``:
+    its label, tags and note (written before it starts, so every view has them at once)."""
     profile = load_profile(profile_path, overrides)
     if output_dir:
         check_output_dir(output_dir)
         profile.launch.output_dir = output_dir
     if check:
         check_profile_environment(profile, profile_path, overrides)
-    run = create_run(profile)
+    run = create_run(profile, meta=meta)
     _spawn(run, profile)
     return run
 

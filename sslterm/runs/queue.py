@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from sslterm.errors import ProfileError, UserError
+from sslterm.runs.meta import RunMeta, meta_from_json
 from sslterm.runs.store import ACTIVE, RunDir, check_output_dir, iter_runs, utc_now
 
 QUEUE_DIR = ".queue"
@@ -66,6 +67,8 @@ class QueueItem:
     parallel: int = 1
     sweep: str = ""
     point: int | None = None
+    meta: RunMeta = RunMeta()
+    """The run's label, tags and note."""
 
     @property
     def id(self) -> str:
@@ -87,11 +90,14 @@ def enqueue(
     parallel: int = 1,
     sweep: str = "",
     point: int | None = None,
+    meta: RunMeta | None = None,
+    cwd: str | None = None,
 ) -> QueueItem:
     """Queue a profile (its text now, so later edits of the file do not change it).
     The text is validated first: a broken profile never enters the queue. ``parallel``:
     how many runs (this one included) may run at once when it starts; ``sweep`` and
-    ``point``: the sweep and grid point it belongs to (:mod:`sslterm.runs.sweep`)."""
+    ``point``: the sweep and grid point it belongs to (:mod:`sslterm.runs.sweep`); ``meta``:
+    the run's label, tags and note; ``cwd``: the folder it starts in (default: this one)."""
     from sslterm.profile.load import validate_text
 
     validate_text(text, source or f"{stem}.toml", overrides)
@@ -102,12 +108,13 @@ def enqueue(
         "stem": stem,
         "text": text,
         "overrides": list(overrides),
-        "cwd": os.getcwd(),
+        "cwd": cwd or os.getcwd(),
         "queued": utc_now(),
         "source": source,
         "parallel": parallel,
         "sweep": sweep,
         "point": point,
+        "meta": (meta or RunMeta()).to_json(),
     }
     path = qdir / f"{time.time_ns():020d}-{stem}.json"
     tmp = path.with_name(f".{path.name}.tmp")
@@ -130,6 +137,7 @@ def _item(path: Path, data: dict[str, Any]) -> QueueItem:
         int(data.get("parallel") or 1),
         str(data.get("sweep") or ""),
         data.get("point"),
+        meta_from_json(data.get("meta")),
     )
 
 
@@ -282,7 +290,7 @@ def start_item(item: QueueItem, output_dir: str | Path) -> RunDir:
         path = Path(tmp) / f"{item.stem}.toml"
         path.write_text(item.text, encoding="utf-8")
         os.chdir(item.cwd)
-        return start_run(path, item.overrides, output_dir=str(output_dir))
+        return start_run(path, item.overrides, output_dir=str(output_dir), meta=item.meta)
 
 
 def _record(output_dir: Path, item: QueueItem, **fields: Any) -> None:
@@ -353,6 +361,7 @@ def start_checked(
     output_dir: str | Path,
     overrides: Sequence[str] = (),
     timeout: float = 600.0,
+    meta: RunMeta | None = None,
 ) -> RunDir:
     """Start a run with the launcher's full checks in a child process (they import
     torch; the caller need not). Raises the same UserError/ProfileError the CLI shows."""
@@ -360,6 +369,8 @@ def start_checked(
     cmd += ["--output-dir", str(output_dir)]
     for item in overrides:
         cmd += ["--set", item]
+    if meta:
+        cmd += ["--meta", json.dumps(meta.to_json())]
     proc = subprocess.run(
         cmd,
         stdin=subprocess.DEVNULL,
@@ -390,13 +401,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     start.add_argument("profile")
     start.add_argument("--output-dir", required=True)
     start.add_argument("--set", dest="sets", action="append", default=[])
+    start.add_argument("--meta", help="the run's label, tags and note as JSON")
     args = parser.parse_args(argv)
     if args.command == "run":
         return run_queue(args.output_dir)
     from sslterm.runs.launcher import start_run
 
     try:
-        started = start_run(args.profile, args.sets, output_dir=args.output_dir)
+        meta = meta_from_json(json.loads(args.meta)) if args.meta else None
+        started = start_run(args.profile, args.sets, output_dir=args.output_dir, meta=meta)
     except UserError as exc:
         print(json.dumps(_error_json(exc)), flush=True)
         return exc.exit_code

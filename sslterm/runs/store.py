@@ -3,7 +3,7 @@
 Layout (see docs/events.md)::
 
     runs/<run-id>/profile.toml  status.json  events.jsonl  stdout.log
-                  checkpoints/  results.json  features/  STOP  .lock
+                  checkpoints/  results.json  features/  meta.json  STOP  .lock
 
 ``status.json`` is replaced atomically (temp file + ``os.replace``), so a
 reader never sees half of it. Liveness is decided by the run's lock file: the
@@ -88,6 +88,11 @@ class RunDir:
     @property
     def features(self) -> Path:
         return self.path / "features"
+
+    @property
+    def meta_file(self) -> Path:
+        """Label, tags and note (:mod:`sslterm.runs.meta`), apart from the frozen profile."""
+        return self.path / "meta.json"
 
     @property
     def stop_file(self) -> Path:

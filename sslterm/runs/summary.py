@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sslterm.runs.events import EventReader
+from sslterm.runs.meta import read_meta
 from sslterm.runs.store import ACTIVE, RunDir, iter_runs
 
 if sys.version_info >= (3, 11):
@@ -383,6 +384,10 @@ class RunSummary:
     linear: float | None = None
     linear_split: str = ""
     """Which split ``linear`` is on: "test" where the run has one, else "val"."""
+    label: str = ""
+    tags: tuple[str, ...] = ()
+    note: str = ""
+    """The run's label, tags and note (``meta.json``, :mod:`sslterm.runs.meta`)."""
     created: float | None = None
     started: float | None = None
     ended: float | None = None
@@ -404,6 +409,7 @@ class RunSummary:
     """Held while updating; hold it to read series from another thread."""
     _reader: EventReader | None = field(default=None, repr=False)
     _status_sig: tuple[int, int] | None = field(default=None, repr=False)
+    _meta_sig: tuple[int, int] | None = field(default=None, repr=False)
     _t0: float | None = field(default=None, repr=False)
     _segment: float | None = field(default=None, repr=False)
     _worked: float | None = field(default=None, repr=False)  # the last event of a launch
@@ -447,6 +453,7 @@ class RunSummary:
         cheap); True when anything did."""
         with self.lock:
             changed = self._update_status()
+            changed = self._update_meta() or changed
             if events:
                 changed = self._update_events() or changed
             if changed:
@@ -475,6 +482,25 @@ class RunSummary:
         self.pgid = pgid if state in ACTIVE and isinstance(pgid, int) else None
         return before != (self.state, self.error, self.started, self.ended, self.profile)
 
+    def _update_meta(self) -> bool:
+        try:
+            st = os.stat(self.run.meta_file)
+            sig: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            sig = None
+        if sig == self._meta_sig:
+            return False
+        self._meta_sig = sig
+        meta = read_meta(self.run)
+        before = (self.label, self.tags, self.note)
+        self.label, self.tags, self.note = meta.label, meta.tags, meta.note
+        return before != (self.label, self.tags, self.note)
+
+    @property
+    def name(self) -> str:
+        """What legends and tables call the run: its label, else its id."""
+        return self.label or self.id
+
     # -- events -------------------------------------------------------------------------
     def _update_events(self) -> bool:
         path = self.run.events
@@ -501,7 +527,7 @@ class RunSummary:
         reader = EventReader(self.run.events)
         fresh = RunSummary(self.run)
         keep = {"run", "state", "error", "profile", "created", "started", "ended", "version"}
-        keep |= {"lock", "_status_sig"}
+        keep |= {"lock", "_status_sig", "label", "tags", "note", "_meta_sig"}
         generation = self.generation + 1
         for name in self.__dataclass_fields__:
             if name not in keep:
@@ -761,6 +787,16 @@ def _metrics(kind: Any, e: dict[str, Any]) -> list[tuple[str, Any]]:
     ]
     if kind == "probe" and protocol == "linear":
         out.append(("linear", _linear(e)[0]))
+    return out
+
+
+def event_metrics(e: dict[str, Any]) -> list[tuple[str, float]]:
+    """(series name, value) of every finite number an event adds to the charts."""
+    out = []
+    for name, value in _metrics(e.get("kind"), e):
+        v = _finite(value)
+        if v is not None:
+            out.append((name, v))
     return out
 
 

@@ -18,15 +18,18 @@ import json
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from sslterm.errors import UserError
 from sslterm.runs import queue
+from sslterm.runs.meta import RunMeta
 from sslterm.runs.store import ACTIVE, RunDir, atomic_write_text, check_output_dir, utc_now
 
 SWEEPS_DIR = ".sweeps"
+SEED_KEY = "train.seed"
+"""Runs that differ only in this key form a seed group (:mod:`sslterm.runs.groups`)."""
 NAME_MAX = 100
 """A profile name's limit (``Profile.name``)."""
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -45,6 +48,11 @@ class Sweep:
     names: tuple[str, ...]
     parallel: int
     created: str
+    kind: str = "sweep"
+    """``sweep`` (a grid) or ``search`` (:mod:`sslterm.runs.search`: points added as Optuna
+    asks for trials, one per trial number)."""
+    pruned: tuple[int, ...] = ()
+    """A search's points whose trials were pruned (their runs stopped early)."""
 
 
 @dataclass(frozen=True)
@@ -54,8 +62,8 @@ class PointStatus:
     name: str
     state: str
     """``waiting`` (in the queue), ``starting`` (taken by the runner), ``removed`` (from
-    the queue, or its run deleted, by hand), ``failed`` (see ``error``: also a run that could not start) or the
-    run's own state."""
+    the queue, or its run deleted, by hand), ``failed`` (see ``error``: also a run that could not start),
+    ``pruned`` (a search stopped it early) or the run's own state."""
     run: RunDir | None
     error: str
 
@@ -110,6 +118,14 @@ def point_name(stem: str, values: dict[str, str]) -> str:
     return name[:NAME_MAX] or "sweep"
 
 
+def point_label(label: str, values: dict[str, str]) -> str:
+    """A point's label: the sweep's, then its values (``base ema=0.99``), all but the seed's,
+    so the runs of a seed group share one label (the legend and table name the group)."""
+    parts = [f"{key.rsplit('.', 1)[-1]}={value}" for key, value in values.items()
+             if key != SEED_KEY]
+    return " ".join([label, *parts])
+
+
 def sweeps_dir(output_dir: str | Path) -> Path:
     return Path(output_dir) / SWEEPS_DIR
 
@@ -122,9 +138,11 @@ def create_sweep(
     parallel: int = 1,
     *,
     start_runner: bool = True,
+    meta: RunMeta | None = None,
 ) -> Sweep:
     """Validate every point, record the sweep and queue its points (none is queued when
-    one is invalid). ``fixed``: overrides every point shares."""
+    one is invalid). ``fixed``: overrides every point shares; ``meta``: the runs' label
+    (:func:`point_label`), tags and note."""
     from sslterm.profile.load import validate_text
 
     if parallel < 1:
@@ -146,19 +164,21 @@ def create_sweep(
     for point in overrides:
         validate_text(text, str(path), point)
     check_output_dir(output_dir)
-    target = _new_record(sweeps_dir(output_dir), f"{stem}-sweep")
+    target = new_record(sweeps_dir(output_dir), f"{stem}-sweep")
     sweep = Sweep(target.stem, target, str(path), tuple(k for k, _ in swept), tuple(points),
                   tuple(names), parallel, utc_now())
     atomic_write_text(sweep.path, json.dumps(_to_json(sweep), indent=2) + "\n")
+    meta = meta or RunMeta()
     for i, (name, over) in enumerate(zip(names, overrides, strict=True)):
+        own = replace(meta, label=point_label(meta.label, points[i])) if meta.label else meta
         queue.enqueue(output_dir, text, name, over, source=str(path), start_runner=False,
-                      parallel=parallel, sweep=sweep.id, point=i)
+                      parallel=parallel, sweep=sweep.id, point=i, meta=own)
     if start_runner:
         queue.ensure_runner(output_dir)
     return sweep
 
 
-def _new_record(folder: Path, name: str) -> Path:
+def new_record(folder: Path, name: str) -> Path:
     """Claim ``<name>-<UTC timestamp>[-n].json`` (exclusive create: two sweeps started in
     the same second get distinct ids)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -176,14 +196,15 @@ def _new_record(folder: Path, name: str) -> Path:
 def _to_json(sweep: Sweep) -> dict[str, Any]:
     return {"id": sweep.id, "profile": sweep.profile, "keys": list(sweep.keys),
             "points": list(sweep.points), "names": list(sweep.names), "parallel": sweep.parallel,
-            "created": sweep.created}
+            "created": sweep.created, "kind": sweep.kind, "pruned": list(sweep.pruned)}
 
 
 def load_sweep(path: Path) -> Sweep:
     data = json.loads(path.read_text(encoding="utf-8"))
     return Sweep(data["id"], path, data["profile"], tuple(data["keys"]),
                  tuple(data["points"]), tuple(data["names"]), int(data["parallel"]),
-                 str(data.get("created", "")))
+                 str(data.get("created", "")), str(data.get("kind") or "sweep"),
+                 tuple(int(i) for i in data.get("pruned") or ()))
 
 
 def list_sweeps(output_dir: str | Path) -> list[Sweep]:
@@ -234,6 +255,8 @@ def sweep_status(sweep: Sweep, output_dir: str | Path) -> list[PointStatus]:
         else:
             runner = queue.runner_alive(out) if runner is None else runner
             state = "starting" if runner else "removed"
+        if i in sweep.pruned and state not in ("waiting", "failed", "removed", "finished"):
+            state = "pruned"
         rows.append(PointStatus(i, values, name, state, run, error))
     return rows
 

@@ -204,6 +204,8 @@ class SSLTermApp(App):
         notes = []
         if hasattr(screen, "action_pick_columns"):
             notes.append("o: the table's columns, for this session · enter: a run's full id")
+        if hasattr(screen, "action_filter"):
+            notes.append("/ filter: tag=x train.base_lr=0.1 linear>50 · g: group · t: label, tags")
         if hasattr(screen, "action_save_figure"):
             notes.append(f"f saves figures in {self.figures_dir} ({FIGURES_ENV}=DIR: elsewhere)")
         return notes

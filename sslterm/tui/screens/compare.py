@@ -58,14 +58,35 @@ def metric_choices(runs: list[RunSummary]) -> list[str]:
     return names
 
 
-def results_rows(runs: list[RunSummary], results: list[Any]) -> list[tuple[str, list[str]]]:
-    """(row label, one cell per run) for the final-results table: the method, then each
-    protocol's numbers in the order they first appear (``—`` where a run lacks one)."""
+def results_rows(
+    runs: list[RunSummary], results: list[Any], groups: list[list[int]] | None = None
+) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """Column heads and (row label, cells) for the final-results table: a column per run
+    (its label, else its id), then one per seed group of two runs or more among them
+    (``groups``: indices into ``runs``) with each number's mean ± std and n; rows: the
+    method, then each protocol's numbers in the order they first appear (``—`` where a run
+    lacks one)."""
+    from sslterm.runs.groups import group_name, stat
+
     tables = [{(p, m): v for p, m, v in final_table(r)} for r in results]
     keys = list(dict.fromkeys(k for t in tables for k in t))
-    rows = [("method", [s.method or "—" for s in runs])]
-    rows += [(f"{p} {m}", [fmt.number(t.get((p, m))) for t in tables]) for p, m in keys]
-    return rows
+    groups = [g for g in groups or [] if len(g) > 1]
+    heads = [s.name for s in runs]
+    for g in groups:
+        members = [runs[i] for i in g]
+        name = group_name([s.name for s in members], [s.label for s in members],
+                          [s.profile for s in members])
+        heads.append(f"{name} (n={len(g)})")
+    rows = [("method", [s.method or "—" for s in runs]
+             + [runs[g[0]].method or "—" for g in groups])]
+    for p, m in keys:
+        cells = [fmt.number(t.get((p, m))) for t in tables]
+        for g in groups:
+            st = stat([tables[i][(p, m)] for i in g if (p, m) in tables[i]])
+            cells.append("—" if st is None else st.text(2) + (f" n={st.n}" if st.n < len(g)
+                                                             else ""))
+        rows.append((f"{p} {m}", cells))
+    return heads, rows
 
 
 CELL_PAD = 2
@@ -101,8 +122,8 @@ def fill_table(
     first, widths = share_widths(inner.width - bar, first, natural)
     table.clear(columns=True)
     table.add_column(Text(label), key="key", width=first)
-    for rid, width in zip(ids, widths, strict=True):
-        table.add_column(Text(fmt.elide(rid, width)), key=rid, width=width)
+    for i, (rid, width) in enumerate(zip(ids, widths, strict=True)):  # heads may repeat
+        table.add_column(Text(fmt.elide(rid, width)), key=f"{i}:{rid}", width=width)
     for key, values in rows:
         cells = [fmt.elide(v, w, tail=w // 2) for v, w in zip(values, widths, strict=True)]
         table.add_row(Text(fmt.elide(key, first, tail=first // 2)), *map(Text, cells), key=key)
@@ -189,7 +210,7 @@ class CompareScreen(Screen):
             f"{metric_title(self.metric)} · x: {self.app.axis}{zoomed} · {self.app.ema_label}"
         )
         chart.show(
-            [Line(runs[r], self.metric, r) for r in picked],
+            [Line(runs[r], self.metric, runs[r].name) for r in picked],
             self.app.axis,
             self.app.smoothing,
             self.window,
@@ -216,8 +237,12 @@ class CompareScreen(Screen):
 
     def _show_results(self, picked: list[RunSummary]) -> None:
         table = self.query_one("#results", DataTable)
-        rows = results_rows(picked, [self._read_results(s) for s in picked])
-        fill_table(table, "", [s.id for s in picked], rows)
+        from sslterm.runs.groups import seed_groups
+
+        index = {s.id: i for i, s in enumerate(picked)}
+        groups = [[index[s.id] for s in g] for g in seed_groups(picked, lambda s: s.run)]
+        heads, rows = results_rows(picked, [self._read_results(s) for s in picked], groups)
+        fill_table(table, "", heads, rows)
 
     @on(MetricChart.CursorMoved)
     def _cursor_moved(self, event: MetricChart.CursorMoved) -> None:

@@ -34,6 +34,7 @@ from sslterm.errors import ProfileError, UserError
 from sslterm.profile import edit
 from sslterm.profile.load import validate_text
 from sslterm.profile.schema import METHOD_SECTIONS, Profile
+from sslterm.runs.meta import RunMeta
 from sslterm.tui.notes import notify_plain
 from sslterm.tui.screens.dialogs import ConfirmScreen, PathPrompt, ProfilePicker
 from sslterm.tui.widgets.modebar import ModeBar
@@ -67,6 +68,7 @@ class ComposerScreen(Screen):
         Binding("ctrl+g", "enqueue", "Queue"),
         Binding("ctrl+y", "toggle_preview", "TOML", show=False),  # (footer: 80 columns)
         Binding("ctrl+j", "goto_error", "Go to error", show=False),
+        Binding("ctrl+e", "edit_meta", "Label/tags/note…", show=False),
     ]
 
     def __init__(self) -> None:
@@ -83,6 +85,8 @@ class ComposerScreen(Screen):
         self.env_error: ProfileError | None = None
         self.env_checking = False
         self._env_timer: Timer | None = None
+        self.meta = RunMeta()
+        """The label, tags and note the next launch or queued run gets (ctrl+e)."""
 
     def compose(self) -> ComposeResult:
         yield ModeBar("composer")
@@ -213,8 +217,13 @@ class ComposerScreen(Screen):
             Syntax(text or "# (empty: every default applies)\n", "toml", line_numbers=True)
         )
         where = str(self.path) if self.path else f"{self.origin} → unsaved ({self.stem})"
+        meta = ""
+        if self.meta:
+            meta = (f"\nruns get: label {escape(self.meta.label or '—')} · tags "
+                    f"{escape(' '.join(self.meta.tags) or '—')}"
+                    + (" · a note" if self.meta.note else ""))
         self.query_one("#composer-title", Static).update(
-            f"[b]{escape(where)}[/b]{' [reverse] modified [/reverse]' if self.dirty else ''}"
+            f"[b]{escape(where)}[/b]{' [reverse] modified [/reverse]' if self.dirty else ''}{meta}"
         )
         self.query_one(ModeBar).note = where
 
@@ -341,9 +350,9 @@ class ComposerScreen(Screen):
                 if path is None:
                     path = Path(tmp) / f"{stem}.toml"
                     path.write_text(text, encoding="utf-8")
-                    run = start_checked(path, self.app.output_dir)
+                    run = start_checked(path, self.app.output_dir, meta=self.meta)
                 else:
-                    run = start_checked(path, self.app.output_dir)
+                    run = start_checked(path, self.app.output_dir, meta=self.meta)
         except ProfileError as exc:
             self.app.call_from_thread(self._launch_failed, exc.with_path(shown))
             return
@@ -364,13 +373,33 @@ class ComposerScreen(Screen):
         self.app.poll()
         await self.app.switch_mode("runs")
 
+    def action_edit_meta(self) -> None:
+        """The label, tags and note of the runs launched or queued from here."""
+        from sslterm.runs.meta import make_meta
+        from sslterm.tui.screens.dialogs import MetaScreen
+
+        def edited(values: tuple[str, str, str] | None) -> None:
+            if values is None:
+                return
+            label, tags, note = values
+            try:
+                self.meta = make_meta(label, tags.replace(",", " ").split(), note)
+            except UserError as exc:
+                notify_plain(self, str(exc), severity="error", timeout=8)
+                return
+            self._refresh()
+
+        self.app.push_screen(
+            MetaScreen("the next run", self.meta.label, self.meta.tags, self.meta.note), edited)
+
     def action_enqueue(self) -> None:
         if self._refuse_invalid():
             return
         from sslterm.runs.queue import enqueue, pending
 
         try:
-            enqueue(self.app.output_dir, self.text, self.stem, source=self.display_path)
+            enqueue(self.app.output_dir, self.text, self.stem, source=self.display_path,
+                    meta=self.meta)
         except UserError as exc:
             notify_plain(self, str(exc), severity="error", timeout=8)
             return

@@ -26,7 +26,10 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
+from textual_plotext import PlotextPlot
 
+from sslterm.errors import UserError
+from sslterm.eval.embed import Embedding, project, saved_embedding
 from sslterm.runs.summary import RunSummary, final_table
 from sslterm.tui import format as fmt
 from sslterm.tui.widgets.modebar import ModeBar
@@ -37,6 +40,10 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DIFF_MARK = "●"
+EMBED_POINTS = 1000
+"""Features the view projects itself when ``sslterm embed`` saved none (PCA: milliseconds)."""
+EMBED_COLORS = ("red", "green", "blue", "orange", "magenta", "cyan", "yellow", "gray",
+                "white", "violet")
 SAME = object()
 """A key whose value the source profile shares (or no source profile to compare with)."""
 
@@ -58,6 +65,9 @@ class Details:
     """Whether the marks are against a source profile."""
     defaults: dict[str, Any] = field(default_factory=dict)
     """Every key's default (:func:`schema_defaults`)."""
+    embedding: Embedding | None = None
+    """The exported features in 2-D: ``sslterm embed``'s, else a PCA made here."""
+    embedding_error: str = ""
 
 
 def tree_size(path: Path) -> int:
@@ -142,8 +152,6 @@ def resolve_source(path: Path) -> dict[str, Any]:
 
 def gather(summary: RunSummary, profiles_dir: Path) -> Details:
     """Read everything the view shows from the run directory."""
-    from sslterm.errors import UserError
-
     run = summary.run
     out = Details(status=run.read_status())
     try:
@@ -172,7 +180,35 @@ def gather(summary: RunSummary, profiles_dir: Path) -> Details:
             out.source = f"{source} does not load: {exc}"
     out.defaults = schema_defaults()
     out.profile = profile_marks(mine, theirs, out.defaults)
+    if (run.features / "features.safetensors").is_file():
+        out.embedding = saved_embedding(run.features)
+        if out.embedding is None:
+            try:
+                out.embedding = project(run.features, "pca", max_points=EMBED_POINTS)
+            except UserError as exc:
+                out.embedding_error = str(exc)
     return out
+
+
+def draw_embedding(plot: PlotextPlot, embedding: Embedding) -> None:
+    """The projection as a plotext scatter, a colour per class (named up to ten)."""
+    plt = plot.plt
+    plt.clear_data()
+    plt.clear_figure()
+    classes = sorted(set(embedding.labels))
+    for i, c in enumerate(classes):
+        xs = [p[0] for p, label in zip(embedding.points, embedding.labels, strict=True)
+              if label == c]
+        ys = [p[1] for p, label in zip(embedding.points, embedding.labels, strict=True)
+              if label == c]
+        named = {"label": f"class {c}"} if len(classes) <= 10 else {}
+        plt.scatter(xs, ys, marker="braille", color=EMBED_COLORS[i % len(EMBED_COLORS)],
+                    **named)
+    plt.title(f"{embedding.method.upper()} of {len(embedding.labels)} of {embedding.total} "
+              f"{embedding.split} features, by class")
+    plt.xticks([])
+    plt.yticks([])
+    plot.refresh()
 
 
 def _theirs(key: str, theirs: Any, defaults: Mapping[str, Any]) -> str:
@@ -204,6 +240,10 @@ def render(summary: RunSummary, d: Details) -> dict[str, str]:
         + (f" · ETA {fmt.duration(s.eta())}" if s.alive else ""),
         f"reproduce: [b]{escape(reproduce_command(s))}[/b]",
     ]
+    if s.label or s.tags or s.note:
+        where.insert(1, f"label [b]{escape(s.label or '—')}[/b] · tags "
+                        f"{escape(', '.join(s.tags) or '—')}"
+                        + (f"\nnote: {escape(s.note)}" if s.note else ""))
     error = ""
     if s.state == "failed" or s.error:
         error = f"[b]error[/b]: {escape(s.error or 'no error summary')}"
@@ -234,6 +274,8 @@ def render(summary: RunSummary, d: Details) -> dict[str, str]:
         "\n".join(f"  {escape(n)}  {fmt.size(b)}" for n, b in d.features)
         or f"  none (sslterm features {escape(s.id)})"
     )
+    if d.embedding_error:
+        files += f"\n  no embedding: {escape(d.embedding_error)}"
     from sslterm.profile.edit import format_value
 
     changed = sum(1 for *_, theirs in d.profile if theirs is not SAME)
@@ -274,8 +316,10 @@ class DetailScreen(Screen):
         bar.note = f"{self.summary.id} · details (escape: back)"
         yield bar
         with VerticalScroll(id="detail-body"):
-            for name in ("where", "error", "results", "files", "profile"):
+            for name in ("where", "error", "results", "files"):
                 yield Static("…" if name == "where" else "", id=f"detail-{name}")
+            yield PlotextPlot(id="detail-embed")
+            yield Static(id="detail-profile")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -298,3 +342,7 @@ class DetailScreen(Screen):
             widget = self.query_one(f"#{wid}", Static)
             widget.update(text)
             widget.display = bool(text)
+        plot = self.query_one("#detail-embed", PlotextPlot)
+        plot.display = details.embedding is not None
+        if details.embedding is not None:
+            draw_embedding(plot, details.embedding)

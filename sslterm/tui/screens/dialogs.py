@@ -188,6 +188,36 @@ class ColumnPicker(ModalScreen[tuple[str, ...] | None]):
         self.dismiss(None)
 
 
+class MetaScreen(ModalScreen[tuple[str, str, str] | None]):
+    """A run's label, tags (space-separated) and note; enter in any field saves all three,
+    escape keeps them as they were."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, run_id: str, label: str, tags: Iterable[str], note: str) -> None:
+        super().__init__()
+        self.run_id, self.values = run_id, (label, " ".join(tags), note)
+
+    def compose(self) -> ComposeResult:
+        label, tags, note = self.values
+        with Vertical(classes="dialog"):
+            yield Label(Text.assemble(("Label, tags and note", "bold"), f" of {self.run_id} (",
+                                      ("enter", "bold"), " saves, ", ("escape", "bold"),
+                                      " cancels)"))  # fmt: skip
+            yield Input(value=label, placeholder="label (legends and tables)", id="meta-label")
+            yield Input(value=tags, placeholder="tags, separated by spaces", id="meta-tags")
+            yield Input(value=note, placeholder="note", id="meta-note")
+        yield Footer()
+
+    @on(Input.Submitted)
+    def _submit(self) -> None:
+        self.dismiss(tuple(self.query_one(f"#meta-{name}", Input).value
+                           for name in ("label", "tags", "note")))  # type: ignore[arg-type]
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
 class KeysScreen(ModalScreen[None]):
     """Every key of the screen underneath (``?``), over it: the screen keeps its layout."""
 

@@ -9,10 +9,12 @@ from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Footer, Input, Static
 
 from sslterm.errors import UserError
+from sslterm.runs.query import GROUP_KEYS, Term, group_runs, matches, parse_filter
 from sslterm.runs.summary import NOISY, RunSummary, metric_title
+from sslterm.tui import format as fmt
 from sslterm.tui.notes import notify_plain
 from sslterm.tui.screens.dialogs import ConfirmScreen
 from sslterm.tui.widgets.charts import Line, MetricChart, window_label, zoom
@@ -74,8 +76,23 @@ class ChartGrid(Grid):
         return (0, 3) if self.has_class("-one-row") else (0, 1, 2, 3)
 
 
+class FilterInput(Input):
+    """The runs filter; escape clears it and gives the table the keys back."""
+
+    BINDINGS = [Binding("escape", "clear_filter", "Clear filter")]
+
+    class Cleared(Message):
+        """Escape: no filter any more."""
+
+    def action_clear_filter(self) -> None:
+        self.value = ""
+        self.post_message(self.Cleared())
+
+
 class RunsScreen(Screen):
     """Keys act on the highlighted run; charts and log follow the highlight."""
+
+    AUTO_FOCUS = "#runs"
 
     # the footer shows what fits in 80 columns; '?' and the palette list every key
     BINDINGS = [
@@ -90,6 +107,9 @@ class RunsScreen(Screen):
         Binding("x", "cycle_axis", "Axis"),
         Binding("l", "toggle_log", "Log", show=False),
         Binding("o", "pick_columns", "Columns…", show=False),
+        Binding("slash", "filter", "Filter", key_display="/", show=False),
+        Binding("g", "cycle_group", "Group by", show=False),
+        Binding("t", "edit_meta", "Label/tags/note…", show=False),
         Binding("m", "pick_metric", "Metrics…", show=False),
         Binding("f", "save_figure", "Save figure", show=False),
         Binding("n", "page(1)", "Next charts", show=False),
@@ -106,9 +126,19 @@ class RunsScreen(Screen):
     """Share of the x-range the charts show (the last part); ``z``/``Z`` change it."""
     cursor: float | None = None
     """The charts' cursor x (None: off); the arrow keys move it on a focused chart."""
+    terms: list[Term] = []
+    """The filter (``/``) the table shows, parsed (:mod:`sslterm.runs.query`)."""
+    group: str | None = None
+    """The key rows are grouped by (``g``; None: not grouped)."""
+    _typing = False
+    """The filter was opened (``/``) and not yet left (enter, escape)."""
 
     def compose(self) -> ComposeResult:
         yield ModeBar("runs")
+        with Horizontal(id="filter-bar"):
+            yield FilterInput(placeholder="filter: words, key=value, linear>50 (escape: clear)",
+                              id="runs-filter", compact=True)
+            yield Static(id="filter-state")
         yield RunsTable(id="runs", columns=self.app.runs_columns)
         yield Static(id="error-banner")
         with Horizontal(id="detail"):
@@ -140,11 +170,22 @@ class RunsScreen(Screen):
         rid = self.table.selected
         return self.app.index.runs.get(rid) if rid else None
 
+    def shown_runs(self) -> tuple[list[RunSummary], dict[str, str]]:
+        """The runs the table shows, in order, and the group names of the groups' first rows."""
+        runs = [s for s in self.app.index.ordered() if matches(s, self.terms)]
+        if self.group is None:
+            return runs, {}
+        grouped = group_runs(runs, self.group)
+        return [s for _, members in grouped for s in members], {
+            members[0].id: name for name, members in grouped}
+
     def runs_updated(self) -> None:
         """Called by the app after each poll of the run directories."""
         table = self.table
         before = table.selected
-        table.sync(self.app.index.ordered(), self.app.marked)
+        runs, groups = self.shown_runs()
+        table.sync(runs, self.app.marked, groups=groups)
+        self._update_filter_state(len(runs))
         want = self.app.want_selected
         if want is not None and want in self.app.index.runs:
             self.app.want_selected = None
@@ -219,6 +260,8 @@ class RunsScreen(Screen):
             f"{s.id}{what}{' (resumed)' if s.resumed else ''} · x: {self.app.axis}"
             f" · {self.app.ema_label}"
             if s
+            else "no run matches the filter (escape in the filter clears it)"
+            if self.app.index.runs
             else f"no runs in {self.app.index.output_dir} — press 2 to compose and launch one"
         )
 
@@ -237,6 +280,80 @@ class RunsScreen(Screen):
             self._banner = text
             banner.update(Text(text))  # an error's text, never markup
             banner.set_class(bool(text), "-visible")
+
+    # -- finding runs -----------------------------------------------------------------------
+    def _update_filter_state(self, shown: int, error: str = "") -> None:
+        bar = self.query_one("#filter-bar")
+        state = self.query_one("#filter-state", Static)
+        text = self.query_one(FilterInput).value
+        parts = []
+        if text.strip() or error:
+            parts.append(f"{shown} of {fmt.plural(len(self.app.index.runs), 'run')}")
+        if self.group is not None:
+            parts.append(f"grouped by {self.group}")
+        state.update(Text(error or " · ".join(parts)))
+        state.set_class(bool(error), "-error")
+        bar.set_class(bool(parts or error) or self._typing, "-visible")
+
+    def action_filter(self) -> None:
+        """Show the filter and type into it; the table follows each keystroke."""
+        self._typing = True
+        self.query_one("#filter-bar").set_class(True, "-visible")
+        self.query_one(FilterInput).focus()
+
+    @on(Input.Changed, "#runs-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        try:
+            self.terms = parse_filter(event.value, "filter")
+        except UserError as exc:  # keep the last good filter while the user types on
+            self._update_filter_state(self.table.row_count, str(exc))
+            return
+        self.runs_updated()
+
+    @on(Input.Submitted, "#runs-filter")
+    def _filter_done(self) -> None:
+        self._typing = False
+        self.table.focus()
+        self.runs_updated()
+
+    @on(FilterInput.Cleared)
+    def _filter_cleared(self) -> None:
+        self.terms = []
+        self._typing = False
+        self.table.focus()
+        self.runs_updated()
+
+    def action_cycle_group(self) -> None:
+        keys = [None, *GROUP_KEYS]
+        self.group = keys[(keys.index(self.group) + 1) % len(keys)]
+        self.runs_updated()
+        notify_plain(self, f"grouped by {self.group}" if self.group else "not grouped")
+
+    def action_edit_meta(self) -> None:
+        """The highlighted run's label, tags and note (stored in its meta.json)."""
+        from sslterm.tui.screens.dialogs import MetaScreen
+
+        s = self._need_run()
+        if s is None:
+            return
+
+        def edited(values: tuple[str, str, str] | None) -> None:
+            if values is not None:
+                self._save_meta(s, *values)
+
+        self.app.push_screen(MetaScreen(s.id, s.label, s.tags, s.note), edited)
+
+    @work(thread=True, group="meta")
+    def _save_meta(self, s: RunSummary, label: str, tags: str, note: str) -> None:
+        from sslterm.runs.meta import edit_meta
+
+        try:
+            edit_meta(s.run, label=label, tags=tags.replace(",", " ").split(), note=note)
+        except (UserError, OSError) as exc:
+            self.app.call_from_thread(notify_plain, self, str(exc), severity="error", timeout=8)
+            return
+        self.app.call_from_thread(notify_plain, self, f"{s.id}: label, tags and note saved")
+        self.app.call_from_thread(self.app.poll)
 
     # -- actions ----------------------------------------------------------------------------
     def _need_run(self) -> RunSummary | None:
@@ -394,9 +511,10 @@ class RunsScreen(Screen):
     def action_pick_columns(self) -> None:
         """Choose the runs table's columns; the choice holds until the app closes."""
         from sslterm.tui.screens.dialogs import ColumnPicker
-        from sslterm.tui.widgets.runs_table import ALWAYS, COLUMNS
+        from sslterm.tui.widgets.runs_table import ALWAYS, COLUMNS, WHEN_FILLED
 
-        offered = [(key, label) for key, label in COLUMNS if key not in ALWAYS]
+        # label, tags and group show by themselves, when some row has them
+        offered = [(key, label) for key, label in COLUMNS if key not in (*ALWAYS, *WHEN_FILLED)]
 
         def picked(keys: tuple[str, ...] | None) -> None:
             if keys is not None:

@@ -71,13 +71,14 @@ class SweepScreen(Screen):
         if sweep is None:
             table.clear(columns=True)
             self._cells = None
-            title.update("no sweeps yet — start one with: sslterm sweep PROFILE key=a,b key2=x,y")
+            title.update("no sweeps yet — start one with: sslterm sweep PROFILE key=a,b key2=x,y"
+                         " (or sslterm search PROFILE --space SPACE.toml)")
             return
         metric = self.sort if self.sort in metric_names(rows) else default_sort(rows)
         done = sum(r.state == "finished" for r in rows)
         page = f"{[s.id for s in sweeps].index(sweep.id) + 1}/{len(sweeps)}"
         by = f", sorted by {metric}" if metric else ""
-        title.update(f"sweep {sweep.id} ({page}): {done}/{len(rows)} finished{by}; "
+        title.update(f"{sweep.kind} {sweep.id} ({page}): {done}/{len(rows)} finished{by}; "
                      "* marks the best")
         header, cells = table_cells(sweep, rows, metric)
         if self._cells == (header, cells):

@@ -19,7 +19,9 @@ from sslterm.tui import format as fmt
 
 COLUMNS = (
     ("mark", " "),
+    ("group", "group"),
     ("run", "run"),
+    ("label", "label"),
     ("status", "status"),
     ("method", "method"),
     ("epoch", "epoch"),
@@ -28,6 +30,7 @@ COLUMNS = (
     ("knn", "kNN"),
     ("linear", "linear"),
     ("ips", "img/s"),
+    ("tags", "tags"),
     ("profile", "profile"),
     ("created", "created"),
     ("duration", "trained"),
@@ -36,9 +39,12 @@ COLUMNS = (
 with its profile's name)."""
 ALWAYS = ("mark", "run")
 """Columns that always show (the picker does not offer them)."""
+WHEN_FILLED = ("group", "label", "tags")
+"""Columns shown only while some row has text in them: no space lost on runs without
+labels or tags, or when the table is not grouped (the picker does not offer them)."""
 CORE = frozenset({"run", "status", "method", "epoch", "eta", "loss", "knn", "linear"})
 """Columns that should fit the width: long ids are elided until they do."""
-ELIDE_MIN = {"run": 16}
+ELIDE_MIN = {"run": 16, "label": 12}
 """Columns whose text may be elided, and their narrowest width."""
 CELL_PAD = 2
 """Cells a column adds to its text (the DataTable's padding, one each side)."""
@@ -97,7 +103,10 @@ def cells(
         linear = f"{linear} {s.linear_split}"
     return {
         "mark": "●" if marked else " ",
+        "group": "",
         "run": s.id,
+        "label": s.label,
+        "tags": ", ".join(s.tags),
         "status": Text(s.state, style=STATE_STYLE.get(s.state, "")),
         "profile": s.profile,
         "method": s.method or "—",
@@ -134,6 +143,8 @@ class RunsTable(DataTable):
         self._widths: dict[str, int] = {}
         """The widths the table was built with (elided where the room asks for it)."""
         self._labels: dict[str, str] = dict(COLUMNS)
+        self.drawn_columns: tuple[str, ...] = tuple(k for k in self.shown if k not in WHEN_FILLED)
+        """The shown columns less the empty ones of :data:`WHEN_FILLED`."""
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
@@ -160,14 +171,19 @@ class RunsTable(DataTable):
         shown = shown_columns(keys)
         if shown != self.shown:
             self.shown = shown
+            self.drawn_columns = self._visible(self._ids())
             self._build(self._ids(), self._natural)
+
+    def _visible(self, ids: Sequence[str]) -> tuple[str, ...]:
+        return tuple(k for k in self.shown if k not in WHEN_FILLED
+                     or any(self._cells[r][k] for r in ids if r in self._cells))
 
     def _ids(self) -> list[str]:
         return [str(k.value) for k in self.rows]
 
     def _fitted(self, natural: Mapping[str, int]) -> dict[str, int]:
-        widths = {k: natural.get(k, len(self._labels[k])) for k in self.shown}
-        return fit_widths(self.shown, widths, self.room)
+        widths = {k: natural.get(k, len(self._labels[k])) for k in self.drawn_columns}
+        return fit_widths(self.drawn_columns, widths, self.room)
 
     def _shown_cell(self, key: str, value: object) -> object:
         """What a cell shows: elidable text cut to its column's width."""
@@ -181,12 +197,12 @@ class RunsTable(DataTable):
         self.clear(columns=True)
         self._natural = dict(natural)
         self._widths = self._fitted(natural)
-        for key in self.shown:
+        for key in self.drawn_columns:
             label = self._labels[key]
             self.add_column(fmt.elide(label, self._widths[key]), key=key, width=self._widths[key])
         for rid in ids:
             row = self._cells[rid]
-            self.add_row(*(self._shown_cell(k, row[k]) for k in self.shown), key=rid)
+            self.add_row(*(self._shown_cell(k, row[k]) for k in self.drawn_columns), key=rid)
         if keep in ids:
             self.move_cursor(row=ids.index(keep), animate=False)
 
@@ -195,10 +211,18 @@ class RunsTable(DataTable):
         if self._fitted(self._natural) != self._widths:
             self._build(self._ids(), self._natural)
 
-    def sync(self, ordered: list[RunSummary], marked: set[str], now: float | None = None) -> None:
+    def sync(
+        self,
+        ordered: list[RunSummary],
+        marked: set[str],
+        now: float | None = None,
+        groups: Mapping[str, str] | None = None,
+    ) -> None:
         """Bring the table up to date: rows whose summary changed since drawn, the
-        clocks of live runs; a rebuild when runs came or went or a column must grow."""
+        clocks of live runs; a rebuild when runs came or went or a column must grow.
+        ``groups``: run id -> the group name its row shows (the first row of a group)."""
         now = now or time.time()
+        groups = groups or {}
         ids = [s.id for s in ordered]
         header = linear_header(ordered)
         relabel = header != self._labels["linear"]
@@ -215,9 +239,18 @@ class RunsTable(DataTable):
                 self._cells[s.id]["duration"] = fmt.duration(s.duration(now))
                 self._cells[s.id]["eta"] = fmt.duration(s.eta(now))
                 changed.append(s.id)
+        for s in ordered:
+            group = groups.get(s.id, "")
+            if self._cells[s.id]["group"] != group:
+                self._cells[s.id]["group"] = group
+                changed.append(s.id)
         for gone in set(self._cells) - set(ids):
             del self._cells[gone]
             self._drawn.pop(gone, None)
+        drawn = self._visible(ids)
+        if drawn != self.drawn_columns:
+            self.drawn_columns = drawn
+            relabel = True
         natural = {
             key: max([len(label), *(len(str(self._cells[r][key])) for r in ids)])
             for key, label in self._labels.items()
@@ -232,7 +265,7 @@ class RunsTable(DataTable):
             self._build(ids, self._natural)
             return
         for rid in changed:
-            for key in self.shown:
+            for key in self.drawn_columns:
                 value = self._shown_cell(key, self._cells[rid][key])
                 if str(self.get_cell(rid, key)) != str(value):
                     self.update_cell(rid, key, value)
