@@ -152,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--title", default="", help="the figure's title")
     embed.add_argument("--size", default="column", choices=("column", "page"))
 
+    views = command("views", "the views a profile's method trains on, as an image grid")
+    _profile_args(views)
+    views.add_argument("--images", type=int, default=8, metavar="N",
+                       help="rows: the first N training images (default: 8)")
+    views.add_argument("--seed", type=int, default=0, help="the augmentation's seed (default: 0)")
+    views.add_argument("--out", required=True, metavar="FILE.png", help="the grid, a PNG")
+
     probe = command("probe", "linear probe + kNN on saved features")
     probe.add_argument("features", help="features folder, features.safetensors or a run")
     probe.add_argument("--profile", help="take probe.* settings from this profile")
@@ -564,6 +571,22 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_views(args: argparse.Namespace) -> int:
+    from sslterm.commands.views import save_grid, view_grid
+    from sslterm.profile.load import load_profile
+
+    profile = load_profile(args.profile, [*args.overrides, *args.sets])
+    if not Path(args.out).suffix.lower() == ".png":
+        raise UserError(f"{args.out}: the grid is written as PNG; name a .png file")
+    if args.images < 1:
+        raise UserError(f"--images must be at least 1 (got {args.images})")
+    grid = view_grid(profile, args.images, args.seed)
+    save_grid(grid, args.out)
+    print(f"wrote {args.out}: {grid.images} images x {len(grid.views)} views "
+          f"({profile.model.method}: {grid.plan})")
+    return 0
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     from sslterm.eval.embed import project, save_embedding
     from sslterm.report.plot import FORMATS
@@ -838,7 +861,7 @@ HANDLERS = {
     "stop": cmd_control, "kill": cmd_control, "resume": cmd_control, "follow": cmd_control,
     "rm": cmd_rm, "features": cmd_features, "probe": cmd_probe, "serve": cmd_serve,
     "slurm": cmd_slurm, "plot": cmd_plot, "export": cmd_export, "sweep": cmd_sweep,
-    "label": cmd_label, "table": cmd_table, "embed": cmd_embed, "search": cmd_search,
+    "label": cmd_label, "table": cmd_table, "embed": cmd_embed, "views": cmd_views, "search": cmd_search,
 }
 
 

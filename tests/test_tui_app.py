@@ -716,3 +716,20 @@ async def test_short_terminal_keeps_two_readable_charts(runs_dir, profiles_dir):
         assert all(c.size.height >= 7 for c in app.screen.query(MetricChart) if c.display)
         await show_run(pilot, app, "cifar10-20240501-120000")  # no banner: room for two rows
         await wait_until(pilot, lambda: not grid.has_class("-one-row"))
+
+
+async def test_composer_previews_the_views_the_method_trains_on(runs_dir, profiles_dir):
+    """ctrl+v draws the profile's views (by ``sslterm views`` in a child) in half blocks;
+    ctrl+v again hides them."""
+    app = make_app(runs_dir, profiles_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_composer(pilot, app, profiles_dir / "smoke.toml")
+        await pilot.press("ctrl+v")
+        panel = screen.query_one("#views-preview")
+        await wait_until(pilot, lambda: screen.views_shown is not None, timeout=240,
+                         what=lambda: str(panel.render()))
+        assert screen.views_shown.pixels is not None, screen.views_shown.message
+        assert "2 views" in screen.views_shown.message
+        await wait_until(pilot, lambda: "▀" in str(panel.render()))
+        await pilot.press("ctrl+v")
+        await wait_until(pilot, lambda: not panel.display)

@@ -69,6 +69,7 @@ class ComposerScreen(Screen):
         Binding("ctrl+y", "toggle_preview", "TOML", show=False),  # (footer: 80 columns)
         Binding("ctrl+j", "goto_error", "Go to error", show=False),
         Binding("ctrl+e", "edit_meta", "Label/tags/note…", show=False),
+        Binding("ctrl+v", "preview_views", "Views", show=False),
     ]
 
     def __init__(self) -> None:
@@ -86,6 +87,8 @@ class ComposerScreen(Screen):
         self.env_checking = False
         self._env_timer: Timer | None = None
         self.meta = RunMeta()
+        self.views_shown = None
+        """The last view preview drawn (ctrl+v), for tests."""
         """The label, tags and note the next launch or queued run gets (ctrl+e)."""
 
     def compose(self) -> ComposeResult:
@@ -99,6 +102,7 @@ class ComposerScreen(Screen):
                 yield FieldTable(method_fields(self.doc), id="fields")
             with Vertical(id="preview-pane"):
                 yield Static(id="validation")
+                yield Static(id="views-preview")
                 with VerticalScroll(id="toml-scroll"):
                     yield Static(id="toml")
         yield Footer(compact=True)
@@ -268,6 +272,38 @@ class ComposerScreen(Screen):
         status.set_class(err is not None, "-error")
 
     # -- actions ------------------------------------------------------------------------------
+    def action_preview_views(self) -> None:
+        """Draw the views the method would train on (``sslterm views`` of the profile as
+        it stands), or hide them when shown."""
+        panel = self.query_one("#views-preview", Static)
+        if panel.display:
+            panel.display = False
+            self.views_shown = None
+            self.workers.cancel_group(self, "views")
+            return
+        panel.display = True
+        try:
+            validate_text(self.text, self.display_path)
+        except UserError as err:
+            panel.update(Text(f"views: fix the profile first: {err}"))
+            return
+        panel.update("views: drawing the first 4 training images' views…")
+        self._render_views(self.text, max(20, self.query_one("#preview-pane").size.width - 2))
+
+    @work(thread=True, group="views", exclusive=True)
+    def _render_views(self, text: str, width: int) -> None:
+        from sslterm.tui.views_preview import half_blocks, render_views
+
+        worker = get_current_worker()
+        preview = render_views(text, cancelled=lambda: worker.is_cancelled)
+        if preview is None or worker.is_cancelled:
+            return
+        shown = Text(f"views ({preview.message}), ctrl+v hides them:\n")
+        if preview.pixels is not None:
+            shown.append_text(half_blocks(preview.pixels, width))
+        self.views_shown = preview
+        self.app.call_from_thread(self.query_one("#views-preview", Static).update, shown)
+
     def action_toggle_preview(self) -> None:
         pane = self.query_one("#preview-pane")
         pane.display = not pane.display
