@@ -137,7 +137,7 @@ class Splits:
         self._full: dict[OfficialSplit, ImageTensors] = {}
         self.train_indices, self.val_indices = split_indices(len(source.train), val_fraction, seed)
         self.train: Dataset = Subset(source.train, self.train_indices.tolist())
-        self.val_is_test = len(self.val_indices) == 0
+        self.val_is_test = val_fraction == 0  # as written: a share rounding to 0 is no switch
         self.test: Dataset = source.test
         self.val: Dataset = (self.test if self.val_is_test
                              else Subset(source.train, self.val_indices.tolist()))

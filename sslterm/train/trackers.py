@@ -16,6 +16,7 @@ from typing import Any
 from accelerate import Accelerator
 from accelerate.tracking import GeneralTracker, MLflowTracker, TensorBoardTracker, WandBTracker
 
+from sslterm.profile.edit import flatten
 from sslterm.profile.load import frozen_data
 from sslterm.profile.schema import Profile
 from sslterm.runs import checkpoints as ckpt
@@ -61,14 +62,8 @@ def _mlflow(profile: Profile, run: RunDir) -> MLflowTracker:
 def flat_config(profile: Profile) -> dict[str, str | int | float | bool]:
     """The profile as ``section.key`` -> value, lists as text: every tracker takes that
     (TensorBoard's hparams refuse lists, MLflow keeps parameters as text anyway)."""
-    flat: dict[str, str | int | float | bool] = {}
-    for section, keys in frozen_data(profile, mode="json").items():
-        if not isinstance(keys, dict):
-            flat[section] = keys
-            continue
-        for key, value in keys.items():
-            flat[f"{section}.{key}"] = str(value) if isinstance(value, list) else value
-    return flat
+    return {key: str(value) if isinstance(value, list) else value
+            for key, value in flatten(frozen_data(profile, mode="json"))}
 
 
 def start(accelerator: Accelerator, profile: Profile) -> None:
