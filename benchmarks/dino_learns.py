@@ -28,7 +28,8 @@ random streams differ, so the two agree within seed noise, not step for step.
 
     tar xzf ../shared/data/cifar10-jpeg.tar.gz -C /tmp/cifar10
     python benchmarks/dino_learns.py --data /tmp/cifar10 --work /tmp/dino-learns \\
-        [--train-per-class 500 --epochs 20 --batch-size 128 --stem imagenet --seeds 0]
+        [--train-per-class 500 --epochs 20 --batch-size 128 --stem imagenet --seeds 0] \\
+        [--only sslterm|lightly]
 """
 
 from __future__ import annotations
@@ -206,6 +207,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--only", choices=["sslterm", "lightly"],
+                    help="run one side (two processes in parallel use a CPU better)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -216,6 +219,8 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         for name, fn in (("sslterm", run_sslterm), ("lightly parts", run_reference)):
+            if args.only and not name.startswith(args.only):
+                continue
             start = time.time()
             model, log = fn(args, subset, seed)
             acc = knn_accuracy(model, subset)

@@ -55,6 +55,10 @@ STEPS = 4
 # no tighter bound than its tensor), ATOL, and the rounding error that reorder_error measures.
 RTOL, ATOL, REORDERINGS = 1e-3, 1e-5, 4
 SAME = EXACT_METHOD_RUN
+# BYOL's loss is solo-learn's, four times lightly's example: at the shared lr its biases (no
+# LARS adaptation) step 4x as far, and rounding grows past what the reorder bound carries
+# linearly. A quarter of the lr keeps the steps the test was sized for.
+METHOD_LR = {"byol": ["train.base_lr=0.075"]}
 
 
 @pytest.fixture(scope="module", params=sorted(VAL_METRICS))
@@ -65,7 +69,8 @@ def runs(request, tmp_path_factory):
     for processes in (1, 2):
         out_dir = tmp_path / str(processes)
         sslterm("-o", str(out_dir), "run", str(SMOKE), f"model.method={method}", *SAME,
-                *METHOD_ENCODER.get(method, []), f"launch.num_processes={processes}", cwd=tmp_path,
+                *METHOD_ENCODER.get(method, []), *METHOD_LR.get(method, []),
+                f"launch.num_processes={processes}", cwd=tmp_path,
                 check=True, timeout=400)
         out[processes] = only_run(out_dir)
     return method, out[1], out[2]
