@@ -58,6 +58,14 @@ from sslterm.train.evaluation import (
     shard,
     sync_batchnorm,
 )
+from sslterm.train.machines import (
+    Where,
+    check_same_position,
+    local_copy,
+    rank0_checkpoint,
+    share_loaded_state,
+    shares_rank0_dir,
+)
 from sslterm.train.model import build_model, shape_settings
 from sslterm.train.optim import build_optimizer, lr_at, param_groups, scaled_lr
 from sslterm.train.ranks import die_with_launcher, root_cause, write_rank_error
@@ -134,6 +142,9 @@ class Trainer:
             log_with=trackers.create(profile, run) or None,
         )
         self.main = self.acc.is_main_process
+        # writes checkpoints and events into this process's run directory: rank 0, and the
+        # local main process of a machine whose run directory is its own (set in setup)
+        self.writer = self.main
         expected = int(os.environ.get("WORLD_SIZE", "1"))
         if self.acc.num_processes != expected:
             raise TrainingError(
@@ -154,7 +165,7 @@ class Trainer:
         self.stop_requested = True
 
     def open_events(self) -> None:
-        if self.main and self.events is None:
+        if self.writer and self.events is None:
             self.events = trackers.TrackedEvents(self.run.path, self.acc)
 
     def emit(self, kind: str, **fields: Any) -> None:
@@ -171,11 +182,19 @@ class Trainer:
         p, t = self.p, self.p.train
         check_precision(t.precision, self.acc.device)
         set_seed(t.seed)
+        shared = shares_rank0_dir(self.acc, self.run, p.launch.num_machines)
+        self.writer = self.main or (self.acc.is_local_main_process and not shared)
+        # accelerate's save_state writes weights and optimizer on the main process, or on
+        # each node's local main with save_on_each_node: this process's own copy
+        self.acc.project_configuration.save_on_each_node = self.writer and not self.main
+        if self.writer:
+            ckpt.remove_partial(self.run.checkpoints)
+        self.resume_from = rank0_checkpoint(self.acc, self.run.checkpoints)
         self.splits: Splits = build_splits(p.data, t.seed)
         info = self.splits.info
         self.size = p.data.image_size or info.image_size
         # starting weights (model.pretrained, model.init_from) only where no checkpoint replaces them
-        fresh = ckpt.newest_checkpoint(self.run.checkpoints) is None
+        fresh = self.resume_from is None
         built = build_model(p, self.size, info.num_classes, pretrained_weights=fresh)
         self.init_weights = built.init_weights
         model, self.feature_dim, self.small_stem = built.model, built.feature_dim, built.small_stem
@@ -236,7 +255,7 @@ class Trainer:
         start = time.time()
         name = ckpt.checkpoint_name(pos.global_step)
         tmp = self.run.checkpoints / f"{ckpt.TMP_PREFIX}{name}"
-        if self.main:
+        if self.writer:
             self.run.checkpoints.mkdir(exist_ok=True)
         self.acc.wait_for_everyone()
         try:
@@ -244,7 +263,7 @@ class Trainer:
             if self.main and self.faults.get("ENOSPC_AT_STEP") == str(pos.global_step):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp / "optimizer.bin"))
             self.acc.wait_for_everyone()
-            if self.main:
+            if self.writer:
                 time.sleep(float(self.faults.get("SLEEP_BEFORE_COMMIT", 0)))
                 state = {
                     "epoch": pos.epoch, "step_in_epoch": pos.step_in_epoch,
@@ -255,7 +274,7 @@ class Trainer:
                 ckpt.commit(tmp, self.run.checkpoints / name, state)
         except Exception as exc:
             raise self._write_failed(tmp, name, exc) from exc
-        if self.main:
+        if self.writer:
             time.sleep(float(self.faults.get("SLEEP_AFTER_COMMIT", 0)))
             ckpt.prune(self.run.checkpoints, self.p.train.keep_checkpoints)
             self.emit("checkpoint", epoch=pos.epoch, step=pos.global_step,
@@ -275,39 +294,49 @@ class Trainer:
                              f"{first or type(exc).__name__}; the previous checkpoint is kept")
 
     def maybe_resume(self) -> tuple[Position, bool]:
-        found = ckpt.newest_checkpoint(self.run.checkpoints)
-        if self.main:
-            ckpt.remove_partial(self.run.checkpoints)
-        if found is None:
-            if self.main:
+        """Continue from rank 0's newest complete checkpoint (decided in :meth:`setup`):
+        each rank loads its own copy where it has one, a rank without receives rank 0's
+        state, and every rank's weights are rank 0's before the position is checked."""
+        decided = self.resume_from
+        if decided is None:
+            if self.writer:
                 append_resumed(self.run.path, 0, 0, None)
+            check_same_position(self.acc, Where(0, 0, 0, self.steps_per_epoch))
             return Position(), False
-        path, state = found
+        name, state = decided
         if state.get("world_size") != self.world:
             raise TrainingError(
-                f"checkpoint {path.name} was taken with {state.get('world_size')} processes; "
+                f"checkpoint {name} was taken with {state.get('world_size')} processes; "
                 f"resume with {state.get('world_size')} (launch.num_processes x num_machines), "
                 f"not {self.world}"
             )
-        conflict = ckpt.settings_conflict(path.name, current_names(state.get("settings", {})),
+        conflict = ckpt.settings_conflict(name, current_names(state.get("settings", {})),
                                           self.checkpoint_settings())
         if conflict:
             raise UserError(conflict)
         self.acc.wait_for_everyone()
+        path = local_copy(self.run.checkpoints, name, state)
         try:
-            self.load_state(path)
+            if path is not None:
+                self.load_state(path)
         except pickle.UnpicklingError as exc:
             first = (str(exc).splitlines() or [""])[0]
             raise TrainingError(
-                f"checkpoint {path.name} holds more than tensors and was refused by the "
+                f"checkpoint {name} holds more than tensors and was refused by the "
                 f"safe loader (weights_only): {first}"
             ) from exc
-        if self.main:
+        received = share_loaded_state(self.acc, self.method, self.opt, path is not None)
+        if received:
+            self.log(f"rank(s) {', '.join(map(str, received))} had no copy of checkpoint "
+                     f"{name} in their run directory: they received its state from rank 0")
+        if self.writer:
             append_resumed(self.run.path, state["epoch"], state["global_step"],
-                           f"checkpoints/{path.name}")
+                           f"checkpoints/{name}")
         pos = Position(state["epoch"], state["step_in_epoch"], state["global_step"])
         if pos.step_in_epoch >= self.steps_per_epoch:
             pos = Position(pos.epoch + 1, 0, pos.global_step)
+        check_same_position(self.acc, Where(pos.epoch, pos.step_in_epoch, pos.global_step,
+                                            self.steps_per_epoch))
         self.history = load_history(self.run.path)
         return pos, True
 
@@ -349,7 +378,7 @@ class Trainer:
 
     # -- control ---------------------------------------------------------------------
     def agree_to_stop(self) -> bool:
-        if self.main and self.run.stop_file.exists():
+        if self.writer and self.run.stop_file.exists():
             self.stop_requested = True
         if self.stop_requested:
             self.acc.set_trigger()
@@ -593,7 +622,7 @@ def run_training(run_dir: str) -> int:
     except BaseException as exc:  # every failure is recorded before the process ends
         rank = trainer.rank if trainer else int(os.environ.get("RANK", 0))
         record = write_rank_error(run, rank, exc)
-        if trainer is not None and trainer.main:
+        if trainer is not None and trainer.writer:
             cause = root_cause(run, record)
             trainer.open_events()
             trainer.emit("run_failed", error=cause["error"], traceback=cause["traceback"],
