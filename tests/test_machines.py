@@ -4,7 +4,10 @@ folder (no shared filesystem), through the real CLI and ``accelerate launch``: s
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -16,9 +19,11 @@ from faulthelpers import (
     newest,
     one_line_error,
     overrides_for,
+    processes,
     resume,
     start,
     wait_ended,
+    wait_for,
     wait_gone,
     wait_step,
 )
@@ -84,6 +89,35 @@ def test_stop_and_resume_on_each_machine(tmp_path: Path) -> None:
         assert "rank(s) 1 had no copy of checkpoint" in log
         w0, w1 = weights(run0), weights(run1)
         assert w0.keys() == w1.keys() and all((w0[k] == w1[k]).all() for k in w0)
+    finally:
+        kill_leftovers(run0)
+        kill_leftovers(run1)
+
+
+def trainer_pid(run: Path) -> int | None:
+    """The trainer process of a one-process machine (not its supervisor or launcher)."""
+    found = [pid for pid, cmd in processes(run) if "sslterm.train" in cmd
+             and "accelerate" not in cmd and "supervise" not in cmd]
+    return found[0] if len(found) == 1 else None
+
+
+def test_a_killed_rank_ends_every_rank_with_its_cause_named(tmp_path: Path) -> None:
+    """Rank 1 SIGKILLed mid-epoch (the out-of-memory killer): machine 0 has no run directory
+    of machine 1 to read, yet its run fails naming rank 1, well within the short timeout."""
+    run0, run1 = machines(tmp_path, "launch.collective_timeout=0.5", env=PACED)
+    try:
+        wait_step(run0, 2, starts=1)
+        os.kill(wait_for(lambda: trainer_pid(run1), "rank 1's trainer", run1), signal.SIGKILL)
+        killed = time.monotonic()
+        assert (wait_ended(run0, timeout=60), wait_ended(run1, timeout=60)) == ("failed", "failed")
+        took = time.monotonic() - killed
+        assert took < 30, f"the other rank ended {took:.0f} s after the kill"
+        error = one_line_error(run0, "rank 1", "stopped without an error record", "killed by a signal")
+        print(f"killed rank 1: both machines ended after {took:.1f} s; machine 0: {error!r}")
+        failed = [e for e in events(run0) if e["kind"] == "run_failed"]
+        assert [e["rank"] for e in failed] == [1], failed
+        wait_gone(run0)
+        wait_gone(run1)
     finally:
         kill_leftovers(run0)
         kill_leftovers(run1)

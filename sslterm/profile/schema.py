@@ -439,6 +439,11 @@ class LaunchConfig(Section):
     machine_rank: int = Field(0, ge=0, description="This machine's rank (0 = main).")
     main_process_ip: str = Field("", description="Address of machine 0 (multi-machine).")
     main_process_port: int = Field(29500, ge=1, le=65535, description="Rendezvous port.")
+    collective_timeout: float = Field(
+        10.0, gt=0.0, description="Minutes a training collective waits for the other ranks: "
+        "a rank that dies or hangs ends every rank within it. Evaluation and checkpoint "
+        "waits allow 2 hours.",
+    )
     accelerate_config: str = Field(
         "", description="Optional accelerate config file.", json_schema_extra=PATH
     )

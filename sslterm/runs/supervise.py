@@ -52,8 +52,10 @@ def rank_errors(run: RunDir) -> list[dict[str, Any]]:
 
 
 def is_collateral(record: dict[str, Any]) -> bool:
-    """A rank that only saw its connection to an already failed rank break."""
-    return "connection" in record["error"].lower()
+    """A rank that only saw its connection to an already failed rank break, or timed out
+    waiting for it in a collective."""
+    error = record["error"].lower()
+    return any(word in error for word in ("connection", "timed out", "timeout"))
 
 
 def root_cause(errors: list[dict[str, Any]]) -> dict[str, Any]:

@@ -28,11 +28,14 @@ import socket
 import time
 import traceback
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from accelerate import Accelerator
 from accelerate.utils import SCALER_NAME, InitProcessGroupKwargs, set_seed
 
@@ -68,7 +71,7 @@ from sslterm.train.machines import (
 )
 from sslterm.train.model import build_model, shape_settings
 from sslterm.train.optim import build_optimizer, lr_at, param_groups, scaled_lr
-from sslterm.train.ranks import die_with_launcher, root_cause, write_rank_error
+from sslterm.train.ranks import PeerWatch, die_with_launcher, root_cause, write_rank_error
 from sslterm.train.results import History, build_results, load_history
 from sslterm.train.schedule import checkpoint_due, probe_due, val_due
 
@@ -138,7 +141,9 @@ class Trainer:
             gradient_accumulation_steps=t.accumulate,
             # Without a GPU, cpu=True is what makes a multi-process launch a gloo group.
             cpu=profile.launch.cpu or not torch.cuda.is_available(),
-            kwargs_handlers=[InitProcessGroupKwargs(timeout=COLLECTIVE_TIMEOUT)],
+            # training collectives: short; the long waits have a group of their own
+            kwargs_handlers=[InitProcessGroupKwargs(
+                timeout=timedelta(minutes=profile.launch.collective_timeout))],
             log_with=trackers.create(profile, run) or None,
         )
         self.main = self.acc.is_main_process
@@ -152,6 +157,11 @@ class Trainer:
                 f"{self.acc.num_processes}; check the accelerate config / launch settings"
             )
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
+        # waits for one rank's evaluation or checkpoint write, on gloo whatever the backend
+        self.wait_group = (dist.new_group(backend="gloo", timeout=COLLECTIVE_TIMEOUT)
+                           if self.world > 1 else None)
+        self.peers = (PeerWatch(self.rank, self.world)
+                      if self.world > 1 and "MASTER_ADDR" in os.environ else None)
         self.events: EventWriter | None = None  # opened after a resume has rewritten the log
         self.stop_requested = False
         self.last_checkpoint, self.last_checkpoint_step = "", -1  # saved by this process
@@ -163,6 +173,21 @@ class Trainer:
     # -- plumbing ----------------------------------------------------------------
     def _on_sigterm(self, *_: Any) -> None:
         self.stop_requested = True
+
+    def wait_long(self) -> None:
+        """A barrier that waits up to ``COLLECTIVE_TIMEOUT`` (one rank evaluates, writes a
+        checkpoint or builds a cache while the others wait), not the training timeout."""
+        if self.wait_group is not None:
+            dist.barrier(group=self.wait_group)
+
+    @contextmanager
+    def main_first(self) -> Iterator[None]:
+        """``Accelerator.main_process_first`` with the long wait."""
+        if not self.main:
+            self.wait_long()
+        yield
+        if self.main:
+            self.wait_long()
 
     def open_events(self) -> None:
         if self.writer and self.events is None:
@@ -231,11 +256,12 @@ class Trainer:
             trust_coefficient=t.lars_trust_coefficient, clip_lr=t.lars_clip_lr, betas=t.betas,
             fused=self.device.type == "cuda",
         )
+        self.wait_long()  # ranks that built their data and model at different speeds
         self.model, self.opt = self.acc.prepare(model, opt)
         # the method outside the DDP wrapper, for every call other than the forward
         self.method: Method = self.acc.unwrap_model(self.model)
         self.batches = Batches(p, self.splits, self.size, views, sampler, self.device, self.rank,
-                               self.acc.main_process_first)
+                               self.main_first)
         self.evaluator = Evaluator(
             self.acc, p, self.splits, self.size, use_tensors=self.batches.batched,
             channels_last=t.channels_last, encoder=lambda: self.method.eval_encoder(),
@@ -257,12 +283,12 @@ class Trainer:
         tmp = self.run.checkpoints / f"{ckpt.TMP_PREFIX}{name}"
         if self.writer:
             self.run.checkpoints.mkdir(exist_ok=True)
-        self.acc.wait_for_everyone()
+        self.wait_long()
         try:
             self.acc.save_state(str(tmp), safe_serialization=True)
             if self.main and self.faults.get("ENOSPC_AT_STEP") == str(pos.global_step):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp / "optimizer.bin"))
-            self.acc.wait_for_everyone()
+            self.wait_long()
             if self.writer:
                 time.sleep(float(self.faults.get("SLEEP_BEFORE_COMMIT", 0)))
                 state = {
@@ -280,7 +306,7 @@ class Trainer:
             self.emit("checkpoint", epoch=pos.epoch, step=pos.global_step,
                       path=f"checkpoints/{name}", complete_epoch=complete_epoch,
                       seconds=round(time.time() - start, 3))
-        self.acc.wait_for_everyone()
+        self.wait_long()
         self.last_checkpoint, self.last_checkpoint_step = f"checkpoints/{name}", pos.global_step
         return self.last_checkpoint
 
@@ -584,7 +610,7 @@ class Trainer:
                       "seconds": round(time.time() - start, 3)}
             self.history.probes.append(record)
             self.emit("probe", **record)
-        self.acc.wait_for_everyone()
+        self.wait_long()
         return record
 
     def finish(self) -> dict[str, Any]:
@@ -600,6 +626,8 @@ class Trainer:
         connection closes, and the launcher then kills the other rank of a finished run."""
         if self.world > 1:
             self.acc.wait_for_everyone()
+        if self.peers is not None:
+            self.peers.stop()
         self.acc.end_training()
 
 
@@ -622,8 +650,11 @@ def run_training(run_dir: str) -> int:
     except BaseException as exc:  # every failure is recorded before the process ends
         rank = trainer.rank if trainer else int(os.environ.get("RANK", 0))
         record = write_rank_error(run, rank, exc)
+        peers = trainer.peers if trainer is not None else None
+        if peers is not None:
+            peers.publish(record)
         if trainer is not None and trainer.writer:
-            cause = root_cause(run, record)
+            cause = root_cause(run, record, peers=peers.records if peers else None)
             trainer.open_events()
             trainer.emit("run_failed", error=cause["error"], traceback=cause["traceback"],
                          rank=cause["rank"], user=bool(cause.get("user")))
