@@ -444,6 +444,18 @@ class LaunchConfig(Section):
         "a rank that dies or hangs ends every rank within it. Evaluation and checkpoint "
         "waits allow 2 hours.",
     )
+    slurm_cpus_per_task: int = Field(
+        0, ge=0, description="sslterm slurm: CPUs of each node's task (all its processes and "
+        "their data workers); 0 = launch.num_processes x (data.num_workers + 1).",
+    )
+    slurm_mem_gb: int = Field(
+        0, ge=0, description="sslterm slurm: memory per node in GiB; 0 = "
+        "launch.num_processes x (12 + 3 x data.num_workers).",
+    )
+    slurm_requeue: bool = Field(
+        True, description="sslterm slurm: a job stopped by its time limit or pre-emption "
+        "requeues itself and resumes from its newest checkpoint.",
+    )
     accelerate_config: str = Field(
         "", description="Optional accelerate config file.", json_schema_extra=PATH
     )

@@ -25,10 +25,11 @@ from sslterm.runs.store import RunDir, hold_lock, utc_now
 
 
 def _group_members(pgid: int) -> list[int]:
-    """Other live processes of our process group (the trainer may outlive accelerate)."""
-    members = []
+    """Other live processes of our process group (the trainer may outlive accelerate),
+    not counting our parent: a Slurm batch script waits for us in the same group."""
+    members, skip = [], {os.getpid(), os.getppid()}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
+        if not entry.isdigit() or int(entry) in skip:
             continue
         try:
             stat = Path(f"/proc/{entry}/stat").read_text()
