@@ -363,6 +363,10 @@ class TrainConfig(Section):
     precision: Literal["bf16", "fp16", "no"] = Field("bf16", description="Mixed precision.")
     channels_last: bool = Field(True, description="channels_last memory format.")
     compile: bool = Field(False, description="torch.compile the encoder.")
+    tf32: bool = Field(
+        True, description="TF32 matmuls and convolutions in the encoder on CUDA (as timm); "
+        "losses, kNN and the linear probe run in full float32 either way.",
+    )
     val_interval: int = Field(5, ge=0, description="SSL validation every N epochs; 0 = off.")
     checkpoint_interval: int = Field(10, ge=0, description="Checkpoint every N epochs; 0 = end only.")
     keep_checkpoints: int = Field(3, ge=1, description="Number of newest checkpoints kept.")

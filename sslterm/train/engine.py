@@ -227,7 +227,9 @@ class Trainer:
         self.device = self.acc.device
         if self.device.type == "cuda":  # as timm's train.py: training shapes are fixed (drop_last)
             torch.backends.cudnn.benchmark = True
-            torch.backends.cuda.matmul.allow_tf32 = True
+            # the encoder's precision; regions that claim float32 turn TF32 off (eval/precision)
+            torch.backends.cuda.matmul.allow_tf32 = t.tf32
+            torch.backends.cudnn.allow_tf32 = t.tf32
         if p.model.sync_batchnorm and self.world > 1:
             model = convert_sync_batchnorm(model, self.device)
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
