@@ -362,7 +362,10 @@ class TrainConfig(Section):
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Final lr / peak lr.")
     precision: Literal["bf16", "fp16", "no"] = Field("bf16", description="Mixed precision.")
     channels_last: bool = Field(True, description="channels_last memory format.")
-    compile: bool = Field(False, description="torch.compile the encoder.")
+    compile: bool = Field(
+        False, description="torch.compile the training forward: the DDP-wrapped model, "
+        "teacher included, one graph per view size; evaluation stays eager.",
+    )
     tf32: bool = Field(
         True, description="TF32 matmuls and convolutions in the encoder on CUDA (as timm); "
         "losses, kNN and the linear probe run in full float32 either way.",

@@ -234,8 +234,6 @@ class Trainer:
             model = convert_sync_batchnorm(model, self.device)
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         model = model.to(self.device, memory_format=self.memory_format)
-        if t.compile:  # in place: checkpoint keys stay the same, so resume may toggle it
-            model.eval_encoder().compile()
 
         self.per_rank = t.batch_size // self.world
         n_train = len(self.splits.train)
@@ -260,6 +258,7 @@ class Trainer:
         )
         self.wait_long()  # ranks that built their data and model at different speeds
         self.model, self.opt = self.acc.prepare(model, opt)
+        self.forward = compiled(self.model) if t.compile else self.model
         # the method outside the DDP wrapper, for every call other than the forward
         self.method: Method = self.acc.unwrap_model(self.model)
         self.batches = Batches(p, self.splits, self.size, views, sampler, self.device, self.rank,
@@ -484,7 +483,7 @@ class Trainer:
             with self.acc.accumulate(self.model):
                 self.method.set_progress(pos.global_step, self.steps_per_epoch, self.total_steps)
                 with self.acc.autocast():
-                    out = self.model(views, y if t.online_probe else None)
+                    out = self.forward(views, y if t.online_probe else None)
                 self.acc.backward(out["loss"])
                 if self.acc.sync_gradients:
                     lr = lr_at(pos.global_step, self.total_steps, self.warmup_steps,
@@ -631,6 +630,17 @@ class Trainer:
         if self.peers is not None:
             self.peers.stop()
         self.acc.end_training()
+
+
+def compiled(model: torch.nn.Module) -> torch.nn.Module:
+    """The training forward compiled as PyTorch recommends for DDP: the DDP-wrapped model
+    itself, so Dynamo splits its graph at the gradient buckets and communication still
+    overlaps the backward (compiling the encoder inside DDP loses that). The whole
+    method's forward is in it, teacher included; ``dynamic=False`` gives one graph per set
+    of view sizes (training shapes are fixed: drop_last). The wrapper is not what
+    Accelerate saves, so checkpoint keys do not change and a resume may toggle it;
+    evaluation runs the eager encoder (its batch sizes vary)."""
+    return torch.compile(model, dynamic=False)
 
 
 def step_scalars(out: dict[str, torch.Tensor]) -> dict[str, float]:
