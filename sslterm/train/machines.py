@@ -12,6 +12,7 @@ from rank 0, and every rank checks the agreed position before training.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,20 +30,36 @@ from sslterm.runs.store import RunDir, atomic_write_text
 TOKEN_FILE = ".rank0-token"
 
 
-def shares_rank0_dir(acc: Accelerator, run: RunDir, machines: int) -> bool:
+def shares_rank0_dir(acc: Accelerator, run: RunDir, machines: int,
+                     patience: float = 5.0) -> bool:
     """Whether this process's run directory is rank 0's own (one machine, or a shared
     filesystem with one run directory): rank 0 writes a fresh token there, and every
-    rank looks for it in its own."""
+    rank looks for it in its own. A directory of another run id cannot be rank 0's; one
+    of the same id is given ``patience`` seconds to show the token (a network
+    filesystem may cache a directory's listing), so two run directories that happen to
+    share a name are told apart too."""
     if machines <= 1 or acc.num_processes == 1:
         return True
-    token = [uuid.uuid4().hex if acc.is_main_process else None]
+    token = uuid.uuid4().hex
     if acc.is_main_process:
-        atomic_write_text(run.path / TOKEN_FILE, token[0])
-    broadcast_object_list(token)  # after the write: every rank may look now
-    try:
-        return (run.path / TOKEN_FILE).read_text() == token[0]
-    except OSError:
+        atomic_write_text(run.path / TOKEN_FILE, token)
+    sent = [(token, run.read_status().get("run_id"))]
+    broadcast_object_list(sent)  # after the write: every rank may look now
+    token, run_id = sent[0]
+    if acc.is_main_process:
+        return True
+    if run.read_status().get("run_id") != run_id:
         return False
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            if (run.path / TOKEN_FILE).read_text() == token:
+                return True
+        except OSError:
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
 
 
 def rank0_checkpoint(acc: Accelerator, ckpt_dir: Path) -> tuple[str, dict[str, Any]] | None:
