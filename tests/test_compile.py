@@ -33,9 +33,8 @@ def one_rank_group() -> Iterator[None]:
 
 
 def small_byol() -> nn.Module:
-    """BYOL (a projector, a predictor and an EMA teacher) around a two-conv encoder."""
-    encoder = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                            nn.Conv2d(8, 16, 3, stride=2), nn.ReLU(),
+    """BYOL (a projector, a predictor and an EMA teacher) around a one-conv encoder."""
+    encoder = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2), nn.ReLU(),
                             nn.AdaptiveAvgPool2d(1), nn.Flatten())
     return get_method("byol").create(encoder, 16, load_profile(SMOKE).byol)
 
