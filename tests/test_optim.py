@@ -156,3 +156,40 @@ def test_clip_gradients_per_tensor_is_dinos():
     glob = _grads(1)
     clip_gradients(glob, 1.5, "global")
     assert not torch.allclose(glob[1].grad, ours[1].grad)
+
+
+@pytest.mark.parametrize("clip_lr", [False, True])
+def test_foreach_lars_equals_the_loop_step_for_step(clip_lr: bool) -> None:
+    """Conv, linear, zero and 1-D tensors, an excluded group, a parameter without a gradient
+    and a changing lr: both paths give the same parameters and momentum at every step."""
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(8, 3, 3, 3), (16, 8), (8,), (4, 4)]
+
+    def make() -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        params = [torch.randn(s, generator=torch.Generator().manual_seed(i)).requires_grad_()
+                  for i, s in enumerate(shapes)]
+        with torch.no_grad():
+            params[3].zero_()  # ||w|| = 0: ratio 1
+        params.append(torch.randn(5, requires_grad=True))  # no gradient: skipped
+        return params
+
+    def groups(ps: list[torch.Tensor]) -> list[dict]:
+        return [{"params": ps[:2] + ps[3:], "weight_decay": 1e-4},
+                {"params": ps[2:3], "weight_decay": 0.0, "lars_exclude": True}]
+
+    loop_p, each_p = make(), make()
+    loop = LARS(groups(loop_p), lr=0.5, trust_coefficient=0.02, clip_lr=clip_lr, foreach=False)
+    each = LARS(groups(each_p), lr=0.5, trust_coefficient=0.02, clip_lr=clip_lr)
+    for step in range(5):
+        grads = [torch.randn(s, generator=gen) for s in shapes]
+        for opt, params in ((loop, loop_p), (each, each_p)):
+            for group in opt.param_groups:
+                group["lr"] = 0.5 / (step + 1)
+            for p, g in zip(params, grads, strict=False):
+                p.grad = g.clone()
+            opt.step()
+        for a, b in zip(loop_p, each_p, strict=True):
+            assert torch.equal(a, b), step
+            if a in loop.state:
+                assert torch.equal(loop.state[a]["momentum_buffer"], each.state[b]["momentum_buffer"])

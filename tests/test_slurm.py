@@ -425,3 +425,21 @@ def test_a_pending_job_is_not_removed(slurm: FakeSlurm, capsys: pytest.CaptureFi
     assert cli.main(["-o", str(slurm.out), "rm", run.id, "--yes"]) == 2
     assert "waits in Slurm as job 77" in capsys.readouterr().err
     assert run.path.is_dir()
+
+
+def test_node_resources_and_pre_emption_directives(tmp_path: Path) -> None:
+    """CPUs and memory for every process and its data workers, on #SBATCH and srun alike;
+    Slurm's warning goes to the batch script alone, which requeues the job."""
+    text = profile_text().replace('root = "./data"\n', 'root = "./data"\nnum_workers = 7\n')
+    script = render(text, tmp_path / "run")  # 4 processes a node
+    lines = script.splitlines()
+    for line in ("#SBATCH --cpus-per-task=32", "#SBATCH --mem=132G",
+                 "#SBATCH --signal=B:USR1@120", "#SBATCH --requeue"):
+        assert line in lines
+    assert "  --cpus-per-task=32 --mem=132G \\" in lines
+    assert "trap 'SIGNALLED=yes; kill -TERM \"$SUPERVISOR\" 2>/dev/null || true' USR1 TERM" in lines
+    set_by_hand = render(profile_text(slurm_cpus_per_task=10, slurm_mem_gb=64,
+                                      slurm_requeue=False), tmp_path / "run")
+    assert "#SBATCH --cpus-per-task=10" in set_by_hand and "#SBATCH --mem=64G" in set_by_hand
+    assert "--requeue" not in set_by_hand and "REQUEUE=no" in set_by_hand
+    assert bash_syntax_ok(script, tmp_path)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sslterm.errors import UserError
+from sslterm.eval.precision import full_fp32
 
 
 class NonFiniteError(UserError):
@@ -119,11 +120,12 @@ def knn_predict(
     labels = train_labels.to(train.device, torch.int64)
     k = min(k, train.shape[0])
     chunks = []
-    for start in range(0, query_features.shape[0], chunk_size):
-        query = query_features[start : start + chunk_size].to(train.device, torch.float32)
-        sim = F.normalize(query, dim=1) @ train.T
-        top_sim, top_idx = _topk_lowest_index(sim, k)
-        chunks.append(_vote(top_sim, labels[top_idx], num_classes, temperature))
+    with full_fp32(train.device.type):
+        for start in range(0, query_features.shape[0], chunk_size):
+            query = query_features[start : start + chunk_size].to(train.device, torch.float32)
+            sim = F.normalize(query, dim=1) @ train.T
+            top_sim, top_idx = _topk_lowest_index(sim, k)
+            chunks.append(_vote(top_sim, labels[top_idx], num_classes, temperature))
     if not chunks:
         return torch.zeros(0, num_classes, device=train.device)
     return torch.cat(chunks)

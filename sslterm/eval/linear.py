@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sslterm.eval.knn import NonFiniteError, check_finite, topk_accuracy
+from sslterm.eval.precision import full_fp32
 
 Split = tuple[Tensor, Tensor]
 
@@ -155,7 +156,7 @@ def train_linear_probe(
     losses: list[float] = []
     with (
         torch.enable_grad(),
-        torch.autocast(device.type, enabled=False),
+        full_fp32(device.type),
         _one_cpu_thread(device),
     ):
         for epoch in range(1, epochs + 1):
@@ -182,6 +183,8 @@ def train_linear_probe(
                 on_epoch(epoch, mean_loss)
 
     weight, bias = weight.detach(), bias.detach()
-    metrics = {"train": _evaluate(weight, bias, (x, y), eval_batch_size)}
-    metrics |= {name: _evaluate(weight, bias, s, eval_batch_size) for name, s in others.items()}
+    with full_fp32(device.type):
+        metrics = {"train": _evaluate(weight, bias, (x, y), eval_batch_size)}
+        metrics |= {name: _evaluate(weight, bias, s, eval_batch_size)
+                    for name, s in others.items()}
     return ProbeResult(metrics=metrics, weight=weight.cpu(), bias=bias.cpu(), losses=losses)

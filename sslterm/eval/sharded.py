@@ -9,15 +9,13 @@ merges the shards' k nearest per query chunk. Both also work without a process g
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
 from sslterm.eval.knn import merge_neighbours, shard_neighbours, topk_accuracy
+from sslterm.eval.precision import full_fp32
 
 
 def gather_to_main(tensor: Tensor) -> Tensor | None:
@@ -31,18 +29,6 @@ def gather_to_main(tensor: Tensor) -> Tensor | None:
     out = tensor.new_empty((dist.get_world_size() * tensor.shape[0], *tensor.shape[1:]))
     dist.gather(tensor, list(out.chunk(dist.get_world_size())), dst=0)
     return out
-
-
-@contextmanager
-def _exact_matmul() -> Iterator[None]:
-    """Full float32 matmuls (no TF32, which the trainer turns on for training on CUDA), so
-    the kNN's neighbours are those a CPU finds."""
-    before = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(before)
 
 
 def sharded_knn_accuracy(
@@ -69,7 +55,7 @@ def sharded_knn_accuracy(
     bank = F.normalize(bank.float(), dim=1)
     k = min(k, bank_size)
     scores = []
-    with _exact_matmul():
+    with full_fp32(bank.device.type):
         for chunk in queries.split(chunk_size):
             parts = gather_to_main(shard_neighbours(bank, bank_labels, offset, chunk, k))
             if parts is not None:  # [3 * world, chunk, k]

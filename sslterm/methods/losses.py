@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sslterm.eval.precision import full_fp32
 
-def float32(device: torch.device) -> torch.autocast:
-    """A region where autocast is off: a float32 cast alone is not enough, since autocast
-    would still run the similarity matmul in bf16/fp16 (logits off by ~0.05 at T = 0.1)."""
-    return torch.autocast(device_type=device.type, enabled=False)
+
+def float32(device: torch.device) -> AbstractContextManager[None]:
+    """A region in true float32: a float32 cast alone is not enough, since autocast would
+    still run the similarity matmul in bf16/fp16 (logits off by ~0.05 at T = 0.1), and
+    TF32 (``train.tf32``) in about 1e-3 (:func:`sslterm.eval.precision.full_fp32`)."""
+    return full_fp32(device.type)
 
 
 def nt_xent(

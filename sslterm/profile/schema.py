@@ -512,7 +512,14 @@ class TrainConfig(Section):
     )
     precision: Literal["bf16", "fp16", "no"] = Field("bf16", description="Mixed precision.")
     channels_last: bool = Field(True, description="channels_last memory format.")
-    compile: bool = Field(False, description="torch.compile the encoder.")
+    compile: bool = Field(
+        False, description="torch.compile the training forward: the DDP-wrapped model, "
+        "teacher included, one graph per view size; evaluation stays eager.",
+    )
+    tf32: bool = Field(
+        True, description="TF32 matmuls and convolutions in the encoder on CUDA (as timm); "
+        "losses, kNN and the linear probe run in full float32 either way.",
+    )
     val_interval: int = Field(5, ge=0, description="SSL validation every N epochs; 0 = off.")
     checkpoint_interval: int = Field(10, ge=0, description="Checkpoint every N epochs; 0 = end only.")
     keep_checkpoints: int = Field(3, ge=1, description="Number of newest checkpoints kept.")
@@ -589,6 +596,23 @@ class LaunchConfig(Section):
     machine_rank: int = Field(0, ge=0, description="This machine's rank (0 = main).")
     main_process_ip: str = Field("", description="Address of machine 0 (multi-machine).")
     main_process_port: int = Field(29500, ge=1, le=65535, description="Rendezvous port.")
+    collective_timeout: float = Field(
+        10.0, gt=0.0, description="Minutes a training collective waits for the other ranks: "
+        "a rank that dies or hangs ends every rank within it. Evaluation and checkpoint "
+        "waits allow 2 hours.",
+    )
+    slurm_cpus_per_task: int = Field(
+        0, ge=0, description="sslterm slurm: CPUs of each node's task (all its processes and "
+        "their data workers); 0 = launch.num_processes x (data.num_workers + 1).",
+    )
+    slurm_mem_gb: int = Field(
+        0, ge=0, description="sslterm slurm: memory per node in GiB; 0 = "
+        "launch.num_processes x (12 + 3 x data.num_workers).",
+    )
+    slurm_requeue: bool = Field(
+        True, description="sslterm slurm: a job stopped by its time limit or pre-emption "
+        "requeues itself and resumes from its newest checkpoint.",
+    )
     accelerate_config: str = Field(
         "", description="Optional accelerate config file.", json_schema_extra=PATH
     )

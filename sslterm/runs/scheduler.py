@@ -13,6 +13,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -112,3 +113,20 @@ def cancel(job_id: str, *, kill: bool) -> None:
     if done is None or done.returncode != 0:
         why = "no answer" if done is None else _one_line(done)
         raise UserError(f"scancel {job_id} failed: {why}")
+
+
+def mark_requeued(run: RunDir, job: str) -> bool:
+    """Called by the batch script after a signal stopped the run: a run that stopped (not
+    finished, not failed) is marked queued again under its job, which the script then
+    requeues. Returns whether it should."""
+    if not job or run.read_status().get("state") != "stopped":
+        return False
+    run.update_status(state="queued", slurm_job_id=job, pid=None, pgid=None, error=None,
+                      ended=None)
+    return True
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4 or sys.argv[1] != "requeue":
+        sys.exit("usage: python -m sslterm.runs.scheduler requeue RUN_DIR JOB_ID")
+    sys.exit(0 if mark_requeued(RunDir(Path(sys.argv[2])), sys.argv[3]) else 1)

@@ -31,8 +31,10 @@ from sslterm.runs.store import RunDir, check_output_dir
 # Recorded as launch.main_process_ip in the frozen profile: the real address is only
 # known once Slurm has picked the nodes (the script asks scontrol for it).
 SLURM_MAIN_HOST = "(first node of the Slurm job)"
-# Seconds before the time limit at which Slurm sends SIGTERM to the job's tasks: the
-# trainer takes it as a stop request (checkpoint, then exit) instead of being killed.
+# Seconds before the time limit at which Slurm sends SIGUSR1 to the batch script alone
+# (``--signal=B:USR1@N``), which turns it into a stop request (STOP: checkpoint, then
+# exit). A SIGTERM to every task would also reach torchrun's agents, which kill their
+# workers 30 s later, whatever a checkpoint still had to write.
 STOP_WARNING_S = 120
 _TIME = re.compile(r"\d+(-\d+)?(:\d+){0,2}|UNLIMITED|INFINITE", re.IGNORECASE)
 _PARTITION = re.compile(r"[A-Za-z0-9_.,-]+")
@@ -54,16 +56,30 @@ def _job_name(profile: Profile) -> str:
     return "sslterm-" + (re.sub(r"[^A-Za-z0-9_.-]+", "-", profile.name).strip("-") or "run")
 
 
+def node_resources(profile: Profile, processes: int) -> tuple[int, int]:
+    """CPUs and GiB of memory of each node's task: ``launch.slurm_cpus_per_task`` and
+    ``launch.slurm_mem_gb``, or derived from the ``processes`` per node and their data
+    workers (without them a cluster with no default gives the task one CPU for all)."""
+    la, workers = profile.launch, profile.data.num_workers
+    cpus = la.slurm_cpus_per_task or processes * (workers + 1)
+    mem = la.slurm_mem_gb or processes * (12 + 3 * workers)
+    return cpus, mem
+
+
 def _directives(
     profile: Profile, nodes: int, gpus_per_node: int, partition: str | None, time: str
 ) -> list[str]:
-    lines = [f"--job-name={_job_name(profile)}", f"--nodes={nodes}", "--ntasks-per-node=1"]
+    cpus, mem = node_resources(profile, gpus_per_node)
+    lines = [f"--job-name={_job_name(profile)}", f"--nodes={nodes}", "--ntasks-per-node=1",
+             f"--cpus-per-task={cpus}", f"--mem={mem}G"]
     if not profile.launch.cpu:
         lines.append(f"--gpus-per-node={gpus_per_node}")
     lines.append(f"--time={time}")
     if partition:
         lines.append(f"--partition={partition}")
-    lines.append(f"--signal=TERM@{STOP_WARNING_S}")
+    lines.append(f"--signal=B:USR1@{STOP_WARNING_S}")
+    if profile.launch.slurm_requeue:
+        lines.append("--requeue")
     return [f"#SBATCH {line}" for line in lines]
 
 
@@ -105,6 +121,8 @@ def render_sbatch(
     Raw values never reach the script, not even in a comment (a newline would end it)."""
     _check_slurm_args(nodes, gpus_per_node, partition, time)
     launch = " \\\n    ".join(_launch_args(profile, nodes, gpus_per_node))
+    cpus, mem = node_resources(profile, gpus_per_node)
+    requeue = "yes" if profile.launch.slurm_requeue else "no"
     return "\n".join([
         "#!/bin/bash",
         f"# sslterm: {nodes} node(s) x {gpus_per_node} process(es), one accelerate launch per node.",
@@ -122,10 +140,27 @@ def render_sbatch(
         "MAIN_HOST=${HOSTS%%$'\\n'*}",
         "# The supervisor holds the run's lock, marks it running and records the final",
         "# status once srun has ended; srun starts one accelerate launch per node.",
-        'exec "$PYTHON" -m sslterm.runs.supervise "$RUN_DIR" -- \\',
+        '"$PYTHON" -m sslterm.runs.supervise "$RUN_DIR" -- \\',
         f"  srun --nodes={nodes} --ntasks={nodes} --ntasks-per-node=1 --kill-on-bad-exit=1 \\",
+        f"  --cpus-per-task={cpus} --mem={mem}G \\",
         f"  bash -c {_q(_NODE_COMMAND)} \"$PYTHON\" \\",
-        f"    {launch}",
+        f"    {launch} &",
+        "SUPERVISOR=$!",
+        "# The time limit's warning (--signal=B:USR1) or a pre-emption's SIGTERM: the",
+        "# supervisor turns SIGTERM into STOP; the trainer checkpoints and exits.",
+        "SIGNALLED=no",
+        "trap 'SIGNALLED=yes; kill -TERM \"$SUPERVISOR\" 2>/dev/null || true' USR1 TERM",
+        "set +e",
+        "# wait returns above 128 when a trapped signal interrupts it: wait again",
+        'CODE=129; while [ "$CODE" -gt 128 ]; do wait "$SUPERVISOR"; CODE=$?; done',
+        f"REQUEUE={requeue}",
+        "# Stopped by a signal, not finished: run again (a requeued job resumes the run",
+        "# from its newest complete checkpoint).",
+        'if [ "$SIGNALLED" = yes ] && [ "$REQUEUE" = yes ] && [ "$CODE" = 0 ] && \\',
+        '    "$PYTHON" -m sslterm.runs.scheduler requeue "$RUN_DIR" "${SLURM_JOB_ID:-}"; then',
+        '  scontrol requeue "$SLURM_JOB_ID"',
+        "fi",
+        'exit "$CODE"',
         "",
     ])
 

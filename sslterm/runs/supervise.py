@@ -25,10 +25,11 @@ from sslterm.runs.store import RunDir, hold_lock, utc_now
 
 
 def _group_members(pgid: int) -> list[int]:
-    """Other live processes of our process group (the trainer may outlive accelerate)."""
-    members = []
+    """Other live processes of our process group (the trainer may outlive accelerate),
+    not counting our parent: a Slurm batch script waits for us in the same group."""
+    members, skip = [], {os.getpid(), os.getppid()}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
+        if not entry.isdigit() or int(entry) in skip:
             continue
         try:
             stat = Path(f"/proc/{entry}/stat").read_text()
@@ -52,8 +53,10 @@ def rank_errors(run: RunDir) -> list[dict[str, Any]]:
 
 
 def is_collateral(record: dict[str, Any]) -> bool:
-    """A rank that only saw its connection to an already failed rank break."""
-    return "connection" in record["error"].lower()
+    """A rank that only saw its connection to an already failed rank break, or timed out
+    waiting for it in a collective."""
+    error = record["error"].lower()
+    return any(word in error for word in ("connection", "timed out", "timeout"))
 
 
 def root_cause(errors: list[dict[str, Any]]) -> dict[str, Any]:

@@ -28,11 +28,14 @@ import socket
 import time
 import traceback
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from accelerate import Accelerator
 from accelerate.utils import SCALER_NAME, InitProcessGroupKwargs, set_seed
 
@@ -58,9 +61,17 @@ from sslterm.train.evaluation import (
     shard,
     sync_batchnorm,
 )
+from sslterm.train.machines import (
+    Where,
+    check_same_position,
+    local_copy,
+    rank0_checkpoint,
+    share_loaded_state,
+    shares_rank0_dir,
+)
 from sslterm.train.model import build_model, shape_settings
 from sslterm.train.optim import build_optimizer, clip_gradients, lr_at, param_groups, scaled_lr
-from sslterm.train.ranks import die_with_launcher, root_cause, write_rank_error
+from sslterm.train.ranks import PeerWatch, die_with_launcher, root_cause, write_rank_error
 from sslterm.train.results import History, build_results, load_history
 from sslterm.train.schedule import checkpoint_due, probe_due, val_due
 
@@ -130,10 +141,15 @@ class Trainer:
             gradient_accumulation_steps=t.accumulate,
             # Without a GPU, cpu=True is what makes a multi-process launch a gloo group.
             cpu=profile.launch.cpu or not torch.cuda.is_available(),
-            kwargs_handlers=[InitProcessGroupKwargs(timeout=COLLECTIVE_TIMEOUT)],
+            # training collectives: short; the long waits have a group of their own
+            kwargs_handlers=[InitProcessGroupKwargs(
+                timeout=timedelta(minutes=profile.launch.collective_timeout))],
             log_with=trackers.create(profile, run) or None,
         )
         self.main = self.acc.is_main_process
+        # writes checkpoints and events into this process's run directory: rank 0, and the
+        # local main process of a machine whose run directory is its own (set in setup)
+        self.writer = self.main
         expected = int(os.environ.get("WORLD_SIZE", "1"))
         if self.acc.num_processes != expected:
             raise TrainingError(
@@ -141,6 +157,11 @@ class Trainer:
                 f"{self.acc.num_processes}; check the accelerate config / launch settings"
             )
         self.rank, self.world = self.acc.process_index, self.acc.num_processes
+        # waits for one rank's evaluation or checkpoint write, on gloo whatever the backend
+        self.wait_group = (dist.new_group(backend="gloo", timeout=COLLECTIVE_TIMEOUT)
+                           if self.world > 1 else None)
+        self.peers = (PeerWatch(self.rank, self.world)
+                      if self.world > 1 and "MASTER_ADDR" in os.environ else None)
         self.events: EventWriter | None = None  # opened after a resume has rewritten the log
         self.stop_requested = False
         self.last_checkpoint, self.last_checkpoint_step = "", -1  # saved by this process
@@ -153,8 +174,23 @@ class Trainer:
     def _on_sigterm(self, *_: Any) -> None:
         self.stop_requested = True
 
+    def wait_long(self) -> None:
+        """A barrier that waits up to ``COLLECTIVE_TIMEOUT`` (one rank evaluates, writes a
+        checkpoint or builds a cache while the others wait), not the training timeout."""
+        if self.wait_group is not None:
+            dist.barrier(group=self.wait_group)
+
+    @contextmanager
+    def main_first(self) -> Iterator[None]:
+        """``Accelerator.main_process_first`` with the long wait."""
+        if not self.main:
+            self.wait_long()
+        yield
+        if self.main:
+            self.wait_long()
+
     def open_events(self) -> None:
-        if self.main and self.events is None:
+        if self.writer and self.events is None:
             self.events = trackers.TrackedEvents(self.run.path, self.acc)
 
     def emit(self, kind: str, **fields: Any) -> None:
@@ -171,11 +207,19 @@ class Trainer:
         p, t = self.p, self.p.train
         check_precision(t.precision, self.acc.device)
         set_seed(t.seed)
+        shared = shares_rank0_dir(self.acc, self.run, p.launch.num_machines)
+        self.writer = self.main or (self.acc.is_local_main_process and not shared)
+        # accelerate's save_state writes weights and optimizer on the main process, or on
+        # each node's local main with save_on_each_node: this process's own copy
+        self.acc.project_configuration.save_on_each_node = self.writer and not self.main
+        if self.writer:
+            ckpt.remove_partial(self.run.checkpoints)
+        self.resume_from = rank0_checkpoint(self.acc, self.run.checkpoints)
         self.splits: Splits = build_splits(p.data, t.seed)
         info = self.splits.info
         self.size = p.data.image_size or info.image_size
         # starting weights (model.pretrained, model.init_from) only where no checkpoint replaces them
-        fresh = ckpt.newest_checkpoint(self.run.checkpoints) is None
+        fresh = self.resume_from is None
         built = build_model(p, self.size, info.num_classes, pretrained_weights=fresh)
         self.init_weights = built.init_weights
         model, self.feature_dim, self.small_stem = built.model, built.feature_dim, built.small_stem
@@ -183,13 +227,13 @@ class Trainer:
         self.device = self.acc.device
         if self.device.type == "cuda":  # as timm's train.py: training shapes are fixed (drop_last)
             torch.backends.cudnn.benchmark = True
-            torch.backends.cuda.matmul.allow_tf32 = True
+            # the encoder's precision; regions that claim float32 turn TF32 off (eval/precision)
+            torch.backends.cuda.matmul.allow_tf32 = t.tf32
+            torch.backends.cudnn.allow_tf32 = t.tf32
         if p.model.sync_batchnorm and self.world > 1:
             model = convert_sync_batchnorm(model, self.device)
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         model = model.to(self.device, memory_format=self.memory_format)
-        if t.compile:  # in place: checkpoint keys stay the same, so resume may toggle it
-            model.eval_encoder().compile()
 
         self.per_rank = t.batch_size // self.world
         n_train = len(self.splits.train)
@@ -214,11 +258,13 @@ class Trainer:
             trust_coefficient=t.lars_trust_coefficient, clip_lr=t.lars_clip_lr, betas=t.betas,
             fused=self.device.type == "cuda",
         )
+        self.wait_long()  # ranks that built their data and model at different speeds
         self.model, self.opt = self.acc.prepare(model, opt)
+        self.forward = compiled(self.model) if t.compile else self.model
         # the method outside the DDP wrapper, for every call other than the forward
         self.method: Method = self.acc.unwrap_model(self.model)
         self.batches = Batches(p, self.splits, self.size, views, sampler, self.device, self.rank,
-                               self.acc.main_process_first)
+                               self.main_first)
         self.evaluator = Evaluator(
             self.acc, p, self.splits, self.size, use_tensors=self.batches.batched,
             channels_last=t.channels_last, encoder=lambda: self.method.eval_encoder(),
@@ -238,15 +284,15 @@ class Trainer:
         start = time.time()
         name = ckpt.checkpoint_name(pos.global_step)
         tmp = self.run.checkpoints / f"{ckpt.TMP_PREFIX}{name}"
-        if self.main:
+        if self.writer:
             self.run.checkpoints.mkdir(exist_ok=True)
-        self.acc.wait_for_everyone()
+        self.wait_long()
         try:
             self.acc.save_state(str(tmp), safe_serialization=True)
             if self.main and self.faults.get("ENOSPC_AT_STEP") == str(pos.global_step):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp / "optimizer.bin"))
-            self.acc.wait_for_everyone()
-            if self.main:
+            self.wait_long()
+            if self.writer:
                 time.sleep(float(self.faults.get("SLEEP_BEFORE_COMMIT", 0)))
                 state = {
                     "epoch": pos.epoch, "step_in_epoch": pos.step_in_epoch,
@@ -257,13 +303,13 @@ class Trainer:
                 ckpt.commit(tmp, self.run.checkpoints / name, state)
         except Exception as exc:
             raise self._write_failed(tmp, name, exc) from exc
-        if self.main:
+        if self.writer:
             time.sleep(float(self.faults.get("SLEEP_AFTER_COMMIT", 0)))
             ckpt.prune(self.run.checkpoints, self.p.train.keep_checkpoints)
             self.emit("checkpoint", epoch=pos.epoch, step=pos.global_step,
                       path=f"checkpoints/{name}", complete_epoch=complete_epoch,
                       seconds=round(time.time() - start, 3))
-        self.acc.wait_for_everyone()
+        self.wait_long()
         self.last_checkpoint, self.last_checkpoint_step = f"checkpoints/{name}", pos.global_step
         return self.last_checkpoint
 
@@ -277,39 +323,49 @@ class Trainer:
                              f"{first or type(exc).__name__}; the previous checkpoint is kept")
 
     def maybe_resume(self) -> tuple[Position, bool]:
-        found = ckpt.newest_checkpoint(self.run.checkpoints)
-        if self.main:
-            ckpt.remove_partial(self.run.checkpoints)
-        if found is None:
-            if self.main:
+        """Continue from rank 0's newest complete checkpoint (decided in :meth:`setup`):
+        each rank loads its own copy where it has one, a rank without receives rank 0's
+        state, and every rank's weights are rank 0's before the position is checked."""
+        decided = self.resume_from
+        if decided is None:
+            if self.writer:
                 append_resumed(self.run.path, 0, 0, None)
+            check_same_position(self.acc, Where(0, 0, 0, self.steps_per_epoch))
             return Position(), False
-        path, state = found
+        name, state = decided
         if state.get("world_size") != self.world:
             raise TrainingError(
-                f"checkpoint {path.name} was taken with {state.get('world_size')} processes; "
+                f"checkpoint {name} was taken with {state.get('world_size')} processes; "
                 f"resume with {state.get('world_size')} (launch.num_processes x num_machines), "
                 f"not {self.world}"
             )
-        conflict = ckpt.settings_conflict(path.name, current_names(state.get("settings", {})),
+        conflict = ckpt.settings_conflict(name, current_names(state.get("settings", {})),
                                           self.checkpoint_settings())
         if conflict:
             raise UserError(conflict)
         self.acc.wait_for_everyone()
+        path = local_copy(self.run.checkpoints, name, state)
         try:
-            self.load_state(path)
+            if path is not None:
+                self.load_state(path)
         except pickle.UnpicklingError as exc:
             first = (str(exc).splitlines() or [""])[0]
             raise TrainingError(
-                f"checkpoint {path.name} holds more than tensors and was refused by the "
+                f"checkpoint {name} holds more than tensors and was refused by the "
                 f"safe loader (weights_only): {first}"
             ) from exc
-        if self.main:
+        received = share_loaded_state(self.acc, self.method, self.opt, path is not None)
+        if received:
+            self.log(f"rank(s) {', '.join(map(str, received))} had no copy of checkpoint "
+                     f"{name} in their run directory: they received its state from rank 0")
+        if self.writer:
             append_resumed(self.run.path, state["epoch"], state["global_step"],
-                           f"checkpoints/{path.name}")
+                           f"checkpoints/{name}")
         pos = Position(state["epoch"], state["step_in_epoch"], state["global_step"])
         if pos.step_in_epoch >= self.steps_per_epoch:
             pos = Position(pos.epoch + 1, 0, pos.global_step)
+        check_same_position(self.acc, Where(pos.epoch, pos.step_in_epoch, pos.global_step,
+                                            self.steps_per_epoch))
         self.history = load_history(self.run.path)
         return pos, True
 
@@ -351,7 +407,7 @@ class Trainer:
 
     # -- control ---------------------------------------------------------------------
     def agree_to_stop(self) -> bool:
-        if self.main and self.run.stop_file.exists():
+        if self.writer and self.run.stop_file.exists():
             self.stop_requested = True
         if self.stop_requested:
             self.acc.set_trigger()
@@ -432,7 +488,7 @@ class Trainer:
             with self.acc.accumulate(self.model):
                 self.method.set_progress(pos.global_step, self.steps_per_epoch, self.total_steps)
                 with self.acc.autocast():
-                    out = self.model(views, y if t.online_probe else None)
+                    out = self.forward(views, y if t.online_probe else None)
                 self.acc.backward(out["loss"])
                 if self.acc.sync_gradients:
                     lr = lr_at(pos.global_step, self.total_steps, self.warmup_steps,
@@ -563,7 +619,7 @@ class Trainer:
                       "seconds": round(time.time() - start, 3)}
             self.history.probes.append(record)
             self.emit("probe", **record)
-        self.acc.wait_for_everyone()
+        self.wait_long()
         return record
 
     def finish(self) -> dict[str, Any]:
@@ -579,7 +635,20 @@ class Trainer:
         connection closes, and the launcher then kills the other rank of a finished run."""
         if self.world > 1:
             self.acc.wait_for_everyone()
+        if self.peers is not None:
+            self.peers.stop()
         self.acc.end_training()
+
+
+def compiled(model: torch.nn.Module) -> torch.nn.Module:
+    """The training forward compiled as PyTorch recommends for DDP: the DDP-wrapped model
+    itself, so Dynamo splits its graph at the gradient buckets and communication still
+    overlaps the backward (compiling the encoder inside DDP loses that). The whole
+    method's forward is in it, teacher included; ``dynamic=False`` gives one graph per set
+    of view sizes (training shapes are fixed: drop_last). The wrapper is not what
+    Accelerate saves, so checkpoint keys do not change and a resume may toggle it;
+    evaluation runs the eager encoder (its batch sizes vary)."""
+    return torch.compile(model, dynamic=False)
 
 
 def step_scalars(out: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -601,8 +670,11 @@ def run_training(run_dir: str) -> int:
     except BaseException as exc:  # every failure is recorded before the process ends
         rank = trainer.rank if trainer else int(os.environ.get("RANK", 0))
         record = write_rank_error(run, rank, exc)
-        if trainer is not None and trainer.main:
-            cause = root_cause(run, record)
+        peers = trainer.peers if trainer is not None else None
+        if peers is not None:
+            peers.publish(record)
+        if trainer is not None and trainer.writer:
+            cause = root_cause(run, record, peers=peers.records if peers else None)
             trainer.open_events()
             trainer.emit("run_failed", error=cause["error"], traceback=cause["traceback"],
                          rank=cause["rank"], user=bool(cause.get("user")))

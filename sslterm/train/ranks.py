@@ -3,12 +3,15 @@ no rank left behind when its launcher dies."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from sslterm.errors import TrainingError, UserError
@@ -31,14 +34,25 @@ def write_rank_error(run: RunDir, rank: int, exc: BaseException) -> dict[str, st
     return record
 
 
-def root_cause(run: RunDir, record: dict[str, Any], wait: float = 3.0) -> dict[str, Any]:
+def root_cause(run: RunDir, record: dict[str, Any], wait: float = 3.0,
+               peers: Callable[[], list[dict[str, Any]]] | None = None) -> dict[str, Any]:
     """The run's root cause by the supervisor's rule (:func:`sslterm.runs.supervise.root_cause`),
     waiting up to ``wait`` s for the failed rank's record when this rank only saw its
-    connection break (a rank writes its record before it exits and closes its sockets)."""
+    connection break (a rank writes its record before it exits and closes its sockets);
+    then ``peers`` (:meth:`PeerWatch.records`) adds the records of ranks on other machines."""
     deadline = time.time() + wait
     while True:
         cause = first_failure([record, *rank_errors(run)])
-        if not is_collateral(cause) or time.time() >= deadline:
+        if not is_collateral(cause):
+            return cause
+        if peers is not None:  # they wait for the records themselves
+            found = peers()
+            for peer in found:  # for the supervisor, which reads this run directory only
+                path = run.path / f"error-rank{peer['rank']}.json"
+                if not path.exists():
+                    atomic_write_text(path, json.dumps(peer, indent=2))
+            return first_failure([record, *rank_errors(run), *found])
+        if time.time() >= deadline:
             return cause
         time.sleep(0.1)
 
@@ -55,3 +69,68 @@ def die_with_launcher() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
     if parent == 1 or os.getppid() != parent:  # the launcher died before that
         os._exit(1)
+
+
+BEAT_SECONDS = 1.0
+
+
+class PeerWatch:
+    """Each rank's heartbeat and error record in the launch's rendezvous store, which every
+    machine reaches: a rank on another machine (no shared run directory) can still say
+    which rank failed and why, and a rank that died without a word (SIGKILL, the
+    out-of-memory killer) is told by its heartbeat, which stopped."""
+
+    def __init__(self, rank: int, world: int) -> None:
+        from datetime import timedelta
+
+        import torch.distributed as dist
+
+        self.rank, self.world = rank, world
+        host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+        self._connect = lambda: dist.TCPStore(host, port, is_master=False,
+                                              timeout=timedelta(seconds=10))
+        self.store = self._connect()
+        self._beating = threading.Event()
+        threading.Thread(target=self._beat, daemon=True, name="sslterm-heartbeat").start()
+
+    def _beat(self) -> None:
+        store = self._connect()  # a client of its own: the store is not shared between threads
+        while not self._beating.wait(BEAT_SECONDS):
+            try:
+                store.add(f"sslterm/beat/{self.rank}", 1)
+            except Exception:  # the store's host is gone: the run is ending anyway
+                return
+
+    def stop(self) -> None:
+        self._beating.set()
+
+    def publish(self, record: dict[str, Any]) -> None:
+        """This rank's error record, for the ranks on other machines."""
+        with contextlib.suppress(Exception):
+            self.store.set(f"sslterm/error/{self.rank}", json.dumps(record))
+
+    def records(self) -> list[dict[str, Any]]:
+        """The error records of the other ranks, and one for each rank whose heartbeat
+        stopped without a record (it died without a word): the ranks' own words where
+        they had time to say them."""
+        try:
+            def counts() -> list[int]:
+                return [self.store.add(f"sslterm/beat/{r}", 0) for r in range(self.world)]
+
+            found: dict[int, dict[str, Any]] = {}
+            before, deadline = counts(), time.time() + 3 * BEAT_SECONDS + 0.5
+            while time.time() < deadline:
+                time.sleep(0.2)
+                for r in range(self.world):
+                    key = f"sslterm/error/{r}"
+                    if r != self.rank and r not in found and self.store.check([key]):
+                        found[r] = json.loads(self.store.get(key))
+            after = counts()
+        except Exception:
+            return []
+        for r in range(self.world):
+            if r != self.rank and r not in found and after[r] == before[r]:
+                found[r] = {"rank": r, "traceback": "", "error": (
+                    "stopped without an error record (killed by a signal, such as the "
+                    "out-of-memory killer, or its machine failed)")}
+        return list(found.values())
