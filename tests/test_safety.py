@@ -121,6 +121,9 @@ def test_resuming_a_run_directory_never_unpickles_code(tmp_path):
         (path / name).write_bytes(pickle.dumps(_Payload(marker)))
         with pytest.raises(pickle.UnpicklingError):
             torch.load(path / name, weights_only=True)  # refused, as a test of the test
+    resumed = Trainer(run, profile)  # a new process's trainer: setup decides the checkpoint
+    resumed.setup()
+    assert resumed.resume_from is not None and resumed.resume_from[0] == path.name
     with pytest.raises(TrainingError, match=f"checkpoint {path.name} holds more than tensors"):
-        trainer.maybe_resume()  # the poisoned optimizer state is refused, loudly
+        resumed.maybe_resume()  # the poisoned optimizer state is refused, loudly
     assert not marker.exists()

@@ -26,7 +26,7 @@ optuna = pytest.importorskip("optuna")
 REPO = Path(__file__).resolve().parents[1]
 # the smallest trial that still validates at every epoch; 2 classes learn, 64 cannot (kNN ~0):
 # with the random sampler's seed 10 the trials are 2, 64, 2, 64 (and again after a resume)
-TRIAL = ["train.epochs=10", "train.max_steps_per_epoch=1", "probe.enabled=false",
+TRIAL = ["train.epochs=20", "train.max_steps_per_epoch=1", "probe.enabled=false",
          "data.synthetic_size=128", "train.batch_size=32", "probe.knn_k=5",
          "train.checkpoint_interval=0", "train.val_interval=1"]
 SPACE = "[data]\nsynthetic_classes = { choices = [2, 64] }\n"

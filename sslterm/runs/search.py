@@ -315,8 +315,8 @@ class Driver:
         A run that ended already (while the search was away) is caught up with, never
         pruned: its work is done."""
         run = point.run
-        if run is None or not run.path.is_dir():
-            return False
+        if run is None or not run.path.is_dir() or point.index in self.data["pruned"]:
+            return False  # a pruned trial is told when its run has stopped
         reader = self.readers.setdefault(point.index, EventReader(run.events))
         metric = self.data["metric"]
         live = self.optuna.trial.Trial(self.study, trial._trial_id)
@@ -335,6 +335,8 @@ class Driver:
         return False
 
     def _prune(self, i: int, run: RunDir, epoch: int, value: float) -> None:
+        """Stop the run; the study hears of it once the run has stopped (``_finish``): a
+        run that reaches its end before the stop lands completes its trial instead."""
         from sslterm.runs import launcher
 
         with contextlib.suppress(UserError):  # it may have ended just now
@@ -343,12 +345,26 @@ class Driver:
         _write(self.record, self.data)
         with contextlib.suppress(UserError, OSError):
             edit_meta(run, add=[PRUNED_TAG])
-        self.study.tell(i, state=self.optuna.trial.TrialState.PRUNED)
         self.say(f"trial {i}: pruned at epoch {epoch} ({self.data['metric']} {value:.4g}): "
                  f"{run.id} stops")
 
     def _finish(self, i: int, point: PointStatus) -> None:
         TrialState = self.optuna.trial.TrialState
+        if i in self.data["pruned"]:
+            # the table shows a pruned run as "pruned" while it still stops: ask the run
+            state = point.run.state()[0] if point.run is not None and point.run.path.is_dir() \
+                else point.state
+            if state not in ENDED:
+                return  # still stopping: told once it has ended
+            if state != "finished":  # stopped as asked
+                self.study.tell(i, state=TrialState.PRUNED)
+                return
+            point = replace(point, state="finished")
+            self.data["pruned"] = [j for j in self.data["pruned"] if j != i]  # too late
+            _write(self.record, self.data)
+            if point.run is not None:
+                with contextlib.suppress(UserError, OSError):
+                    edit_meta(point.run, remove=[PRUNED_TAG])
         value = None
         if point.state == "finished" and point.run is not None:
             try:
