@@ -3,12 +3,11 @@ the legend outside the data, sized for one column of a two-column paper."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from sslterm.errors import UserError
 from sslterm.eval.embed import Embedding
-from sslterm.report.plot import DPI, FONT_PT, FORMATS, SIZES, _figure_class
+from sslterm.report.plot import FONT_PT, FORMATS, SIZES, _figure_class, write_figure
 
 LEGEND_MAX = 20
 """Classes named in the legend; more are only colours."""
@@ -50,11 +49,5 @@ def save_embedding_figure(embedding: Embedding, path: str | Path, title: str = "
                               color=colour[c], label=f"class {c}") for c in classes]
             fig.legend(handles=handles, loc="outside right upper", frameon=False,
                        fontsize=FONT_PT - 1)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        try:
-            fig.savefig(tmp, dpi=DPI, format=out.suffix.lower()[1:])
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_figure(fig, out)
     return out

@@ -74,6 +74,18 @@ def _band(curves: Sequence[tuple[list[float], list[float]]]) -> tuple[Any, Any, 
     return grid, ys.mean(axis=0), ys.std(axis=0, ddof=1)
 
 
+def write_figure(fig: Figure, out: Path, **savefig: Any) -> None:
+    """Save ``fig`` to ``out`` (format by suffix) whole or not at all: a temp file beside
+    it, then a rename."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        fig.savefig(tmp, dpi=DPI, format=out.suffix.lower()[1:], **savefig)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def save_figure(
     run_dirs: Sequence[str | Path | RunDir],
     metric: str,
@@ -148,11 +160,5 @@ def save_figure(
         ax.spines[["top", "right"]].set_visible(False)
         handles = ax.get_legend_handles_labels()[0]
         fig.legend(loc="outside lower center", ncols=min(3, len(handles)), frameon=False)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-        try:
-            fig.savefig(tmp, dpi=DPI, format=out.suffix.lower()[1:])
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_figure(fig, out)
     return out

@@ -3,12 +3,11 @@ per completed trial across the searched keys to the objective."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from sslterm.errors import UserError
-from sslterm.report.plot import DPI, FORMATS, _figure_class
+from sslterm.report.plot import FORMATS, _figure_class, write_figure
 
 
 def save_parallel_coordinates(study: Any, path: str | Path, metric: str, title: str = "") -> Path:
@@ -33,13 +32,9 @@ def save_parallel_coordinates(study: Any, path: str | Path, metric: str, title: 
         fig = ax.figure
         fig.set_size_inches(7.0, 3.0)
         ax.set_title(title or f"{study.study_name}: {len(done)} completed trials")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
         try:
-            fig.savefig(tmp, dpi=DPI, format=out.suffix.lower()[1:], bbox_inches="tight")
-            os.replace(tmp, out)
+            write_figure(fig, out, bbox_inches="tight")
         finally:
-            tmp.unlink(missing_ok=True)
             import matplotlib.pyplot as plt
 
             plt.close(fig)
