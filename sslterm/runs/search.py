@@ -51,6 +51,7 @@ from sslterm.runs.sweep import (
     load_sweep,
     new_record,
     point_name,
+    read_text,
     sweep_status,
     sweeps_dir,
 )
@@ -114,12 +115,9 @@ def load_space(path: str | Path, profile_text: str, profile_path: str) -> dict[s
 
     optuna = optuna_module()
     dist = optuna.distributions
-    file = Path(path)
+    text = read_text(path)
     try:
-        text = file.read_text(encoding="utf-8")
         data = tomllib.loads(text)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise UserError(f"{path}: not TOML: {exc}") from None
     space: dict[str, Any] = {}
@@ -204,10 +202,7 @@ def create_search(
     if pruner not in PRUNERS:
         raise UserError(f"<command line>: --pruner {pruner}: use one of {', '.join(PRUNERS)}")
     path = Path(profile_path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"{profile_path}: cannot read: {exc.strerror or exc}") from None
+    text = read_text(profile_path)
     stem = validate_text(text, str(path), fixed).name
     space = load_space(space_path, text, str(path))
     optuna = optuna_module()

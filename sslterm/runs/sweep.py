@@ -130,6 +130,15 @@ def sweeps_dir(output_dir: str | Path) -> Path:
     return Path(output_dir) / SWEEPS_DIR
 
 
+def read_text(path: str | Path) -> str:
+    """A profile's (or a space file's) text; an unreadable file is one line, naming it as
+    given."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
 def create_sweep(
     output_dir: str | Path,
     profile_path: str | Path,
@@ -148,10 +157,7 @@ def create_sweep(
     if parallel < 1:
         raise UserError(f"<command line>: --parallel: must be >= 1 (got {parallel})")
     path = Path(profile_path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"{profile_path}: cannot read: {exc.strerror or exc}") from None
+    text = read_text(profile_path)
     swept = [(k, v) for k, v in axes if len(v) > 1]
     if not swept:
         raise UserError("<command line>: nothing to sweep: give a KEY=A,B with two values or more")
