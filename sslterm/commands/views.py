@@ -78,10 +78,8 @@ def view_grid(profile: Profile, images: int = 8, seed: int = 0) -> ViewGrid:
 
 
 def save_grid(grid: ViewGrid, path: str | Path) -> Path:
-    """The grid as a PNG, written whole or not at all."""
+    """The grid as a PNG (whatever the suffix), written whole or not at all."""
     path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise ValueError(f"{path}: the grid is written as PNG; name a .png file")
     buf = BytesIO()
     Image.fromarray(grid.pixels).save(buf, format="PNG")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -168,16 +168,6 @@ def sample_rotation(
     return angle * sample_bernoulli(n, p, generator, device)
 
 
-def sample_solarize(
-    n: int,
-    p: float,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """Per-sample solarization coin flips [n] (bool)."""
-    return sample_bernoulli(n, p, generator, device)
-
-
 def sample_blur_sigma(
     n: int,
     p: float,
@@ -307,7 +297,7 @@ def sample_views(
         jitter=sample_jitter(n, cfg.jitter, cfg.color_p, generator, dev),
         gray=sample_bernoulli(n, cfg.grayscale_p, generator, dev),
         sigma=sample_blur_sigma(n, cfg.blur_p if cfg.blur else 0.0, generator, dev),
-        solarize=sample_solarize(n, cfg.solarize_p, generator, dev),
+        solarize=sample_bernoulli(n, cfg.solarize_p, generator, dev),
     )
 
 
