@@ -51,7 +51,7 @@ from lightly.models.modules.heads import DINOProjectionHead, ProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.transforms import DINOTransform
 from lightly.utils.benchmarking import knn_predict
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
@@ -225,7 +225,9 @@ def main() -> None:
             model, log = fn(args, subset, seed)
             acc = knn_accuracy(model, subset)
             rows.append((name, seed, acc, log, time.time() - start))
-            (args.work / f"{name.replace(' ', '-')}-{seed}.json").write_text(json.dumps(log))
+            base = args.work / f"{name.replace(' ', '-')}-{seed}"
+            base.with_suffix(".json").write_text(json.dumps(log))
+            save_file(model.state_dict(), str(base.with_suffix(".safetensors")))  # re-score later
             print(f"{name} seed {seed}: kNN {acc:.1f}% ({time.time() - start:.0f} s)",
                   file=sys.stderr, flush=True)
     print(f"random init: kNN test top-1 {random_init:.1f}%")
