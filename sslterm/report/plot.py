@@ -3,13 +3,13 @@ here, so ``sslterm --help``, ``runs`` and the app start without it)."""
 
 from __future__ import annotations
 
-import os
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sslterm.errors import UserError
-from sslterm.runs.store import RunDir
+from sslterm.runs.store import RunDir, atomic_write_bytes
 from sslterm.runs.summary import X_AXES, RunSummary, metric_title
 
 if TYPE_CHECKING:
@@ -75,15 +75,12 @@ def _band(curves: Sequence[tuple[list[float], list[float]]]) -> tuple[Any, Any, 
 
 
 def write_figure(fig: Figure, out: Path, **savefig: Any) -> None:
-    """Save ``fig`` to ``out`` (format by suffix) whole or not at all: a temp file beside
-    it, then a rename."""
+    """Save ``fig`` to ``out`` (format by suffix) whole or not at all, through the run
+    store's atomic write."""
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=DPI, format=out.suffix.lower()[1:], **savefig)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        fig.savefig(tmp, dpi=DPI, format=out.suffix.lower()[1:], **savefig)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(out, buf.getvalue())
 
 
 def save_figure(
