@@ -655,7 +655,7 @@ def _fmt(metrics: dict[str, Any] | None) -> str:
 
 def cmd_probe(args: argparse.Namespace) -> int:
     from sslterm.eval.offline import probe_features
-    from sslterm.runs.store import atomic_write_text
+    from sslterm.files import atomic_write_text
     from sslterm.runs.summary import plural
 
     path, run = _features_path(args.features, _output_dir(args))
@@ -750,8 +750,8 @@ def _pick_runs(refs: Sequence[str], expr: str | None, output_dir: str) -> list[R
 
 
 def cmd_table(args: argparse.Namespace) -> int:
+    from sslterm.files import atomic_write_text
     from sslterm.report.table import render, table_rows
-    from sslterm.runs.store import atomic_write_text
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     if not metrics:

@@ -54,7 +54,7 @@ LAYERS = [
     {"data"},
     {"eval"},
     {"profile"},
-    {"__init__", "errors", "process"},
+    {"__init__", "errors", "files", "process"},
 ]
 RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
 

@@ -20,10 +20,10 @@ import torch
 from PIL import Image
 
 from sslterm.data.augment import BatchAugment
-from sslterm.data.cache import write_atomic
 from sslterm.data.registry import build_splits
 from sslterm.data.transforms import multi_view
 from sslterm.data.views import View, describe_views, resolve_views
+from sslterm.files import atomic_write_bytes
 from sslterm.profile.schema import Profile
 from sslterm.train.model import build_model
 
@@ -83,5 +83,5 @@ def save_grid(grid: ViewGrid, path: str | Path) -> Path:
     buf = BytesIO()
     Image.fromarray(grid.pixels).save(buf, format="PNG")
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
     return path

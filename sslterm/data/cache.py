@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +31,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 from safetensors.torch import save as save_safetensors
+
+from sslterm.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -154,27 +155,12 @@ def load_or_build(
 
 
 def save_tensors(path: Path, tensors: ImageTensors) -> None:
-    """Write ``tensors`` to ``path`` atomically (temp file in the same folder + os.replace)."""
+    """Write ``tensors`` to ``path`` atomically."""
     blob = save_safetensors(
         {"images": tensors.images.contiguous(), "labels": tensors.labels.contiguous()},
         metadata={"format": "sslterm-image-cache", "version": str(CACHE_VERSION)},
     )
-    write_atomic(path, blob)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file next to ``path``, fsync, then ``os.replace`` it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o644)  # mkstemp makes 0600; others may share the data root
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, blob)
 
 
 def load_tensors(path: Path) -> ImageTensors:

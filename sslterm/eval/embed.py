@@ -9,13 +9,13 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sslterm.errors import UserError
 from sslterm.eval.layout import FEATURES_FILE, META_FILE
+from sslterm.files import atomic_write_text
 
 METHODS = ("auto", "pca", "umap")
 EMBED_FILE = "embedding.json"
@@ -140,12 +140,7 @@ def project(
 def save_embedding(folder: Path, embedding: Embedding) -> Path:
     """``embedding.json`` beside the features, replaced atomically."""
     path = folder / EMBED_FILE
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(embedding.to_json()) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_text(path, json.dumps(embedding.to_json()) + "\n")
     return path
 
 

@@ -8,9 +8,6 @@ needs) and finds the keys in which several profiles differ (for compare).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 import types
 import typing
 from collections.abc import Iterator, Mapping, Sequence
@@ -25,6 +22,7 @@ from tomlkit.items import Item
 from tomlkit.toml_document import TOMLDocument
 
 from sslterm.errors import ProfileError
+from sslterm.files import atomic_write_text
 from sslterm.profile.schema import LEGACY_MODEL_KEYS, Profile
 
 FieldKind = Literal["bool", "int", "float", "str", "choice", "pair", "list"]
@@ -113,22 +111,11 @@ def dumps(doc: TOMLDocument) -> str:
 
 
 def save_document(doc: TOMLDocument, path: str | Path) -> None:
-    """Write atomically (temp file in the same folder, fsync, rename), keeping the
-    file's permissions, so a crash never leaves half a profile."""
+    """Write atomically, keeping the file's permissions, so a crash never leaves half a
+    profile."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(tomlkit.dumps(doc))
-            fh.flush()
-            os.fsync(fh.fileno())
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(tmp, path.stat().st_mode & 0o7777)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    atomic_write_text(path, tomlkit.dumps(doc))
 
 
 def parse_input(text: str, kind: FieldKind) -> Any:

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sslterm.errors import UserError
-from sslterm.runs.store import RunDir, atomic_write_bytes
+from sslterm.files import atomic_write_bytes
+from sslterm.runs.store import RunDir
 from sslterm.runs.summary import X_AXES, RunSummary, metric_title
 
 if TYPE_CHECKING:

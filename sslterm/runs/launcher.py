@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sslterm.errors import ProfileError, UserError
+from sslterm.files import atomic_write_text
 from sslterm.profile.load import CLI, load_profile, locate, parse_override, resolved_toml
 from sslterm.profile.schema import FieldProblem, Profile
 from sslterm.runs import scheduler
@@ -31,7 +32,6 @@ from sslterm.runs.meta import RunMeta, write_meta
 from sslterm.runs.store import (
     ACTIVE,
     RunDir,
-    atomic_write_text,
     check_output_dir,
     find_run,
     hold_lock,

@@ -14,7 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sslterm.errors import UserError
-from sslterm.runs.store import RunDir, atomic_write_text
+from sslterm.files import atomic_write_text
+from sslterm.runs.store import RunDir
 
 LABEL_MAX = 80
 NOTE_MAX = 4000

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from sslterm.errors import ProfileError, UserError
+from sslterm.files import atomic_write_text
 from sslterm.runs.meta import RunMeta, meta_from_json
 from sslterm.runs.store import ACTIVE, RunDir, check_output_dir, iter_runs, utc_now
 
@@ -117,9 +118,7 @@ def enqueue(
         "meta": (meta or RunMeta()).to_json(),
     }
     path = qdir / f"{time.time_ns():020d}-{stem}.json"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(item), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(item))
     if start_runner:
         ensure_runner(output_dir)
     return _item(path, item)

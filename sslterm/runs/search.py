@@ -40,10 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from sslterm.errors import UserError
+from sslterm.files import atomic_write_text
 from sslterm.runs import queue
 from sslterm.runs.events import EventReader
 from sslterm.runs.meta import RunMeta, edit_meta
-from sslterm.runs.store import RunDir, atomic_write_text, check_output_dir, utc_now
+from sslterm.runs.store import RunDir, check_output_dir, utc_now
 from sslterm.runs.summary import event_metrics, final_accuracies
 from sslterm.runs.sweep import (
     PointStatus,

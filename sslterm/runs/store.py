@@ -13,7 +13,6 @@ lives, so a SIGKILLed run is never reported as running.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
@@ -27,28 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from sslterm.errors import UserError
+from sslterm.files import atomic_write_text
 
 STATES = ("queued", "running", "stopping", "finished", "failed", "stopped")
 ACTIVE = ("running", "stopping")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder, fsync, then rename over the target."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """:func:`atomic_write_bytes` of ``text`` in UTF-8."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def utc_now() -> str:

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from sslterm.errors import UserError
+from sslterm.files import atomic_write_text
 from sslterm.runs import queue
 from sslterm.runs.meta import RunMeta
-from sslterm.runs.store import ACTIVE, RunDir, atomic_write_text, check_output_dir, utc_now
+from sslterm.runs.store import ACTIVE, RunDir, check_output_dir, utc_now
 
 SWEEPS_DIR = ".sweeps"
 SEED_KEY = "train.seed"

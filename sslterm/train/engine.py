@@ -43,13 +43,14 @@ from sslterm.data.registry import Splits, build_splits
 from sslterm.data.sampler import ShardedBatches
 from sslterm.data.views import describe_views
 from sslterm.errors import StopRun, TrainingError, UserError
+from sslterm.files import atomic_write_text
 from sslterm.methods.base import Method
 from sslterm.models.norm import convert_sync_batchnorm
 from sslterm.profile.load import load_profile
 from sslterm.profile.schema import Profile, move_legacy_keys
 from sslterm.runs import checkpoints as ckpt
 from sslterm.runs.events import EventWriter, append_resumed
-from sslterm.runs.store import RunDir, atomic_write_text
+from sslterm.runs.store import RunDir
 from sslterm.runs.summary import plural, stopped_words
 from sslterm.train import trackers
 from sslterm.train.batches import Batches

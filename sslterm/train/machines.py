@@ -24,8 +24,9 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object
 
 from sslterm.errors import TrainingError
+from sslterm.files import atomic_write_text
 from sslterm.runs import checkpoints as ckpt
-from sslterm.runs.store import RunDir, atomic_write_text
+from sslterm.runs.store import RunDir
 
 TOKEN_FILE = ".rank0-token"
 

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from sslterm.errors import TrainingError, UserError
-from sslterm.runs.store import RunDir, atomic_write_text
+from sslterm.files import atomic_write_text
+from sslterm.runs.store import RunDir
 from sslterm.runs.supervise import is_collateral, rank_errors
 from sslterm.runs.supervise import root_cause as first_failure
 
