@@ -22,7 +22,7 @@ from sslterm.tui.widgets.charts import MetricChart
 from sslterm.tui.widgets.log_tail import LogTail
 from sslterm.tui.widgets.modebar import ModeBar
 from sslterm.tui.widgets.profile_form import FieldTable
-from sslterm.tui.widgets.runs_table import CORE, RunsTable
+from sslterm.tui.widgets.runs_table import CORE, ELIDE_MIN, RunsTable
 
 SMALL = (80, 24)
 SWEEP_RUN = "smoke-base_lr0.1-batch_size64-20240502-120000"
@@ -88,6 +88,25 @@ async def test_runs_table_at_80_columns_shows_every_number_and_elides_long_ids(
         await pilot.resize_terminal(200, 40)  # room for everything: nothing elided
         await wait_until(pilot, lambda: str(table.get_cell(SWEEP_RUN, "run")) == SWEEP_RUN)
         assert visible_columns(table) == [str(k.value) for k in table.columns]
+
+
+async def test_a_table_taller_than_its_pane_keeps_room_for_its_scrollbar(
+    runs_dir, profiles_dir
+):
+    """More runs than rows: the vertical scrollbar takes two cells, and the columns up to
+    linear still fit beside it, header included."""
+    for i in range(14):
+        write_run(runs_dir, f"smoke-2024050{1 + i // 10}-13{i % 10:02d}00", state="finished",
+                  start=T0 + (10 + i) * 3600, epochs=2, done_epochs=2, spe=2)
+    app = make_app(runs_dir, profiles_dir)
+    async with app.run_test(size=SMALL) as pilot:
+        table = app.screen.query_one(RunsTable)
+        await wait_until(pilot, lambda: table.row_count == 17)
+        await wait_until(pilot, lambda: table.show_vertical_scrollbar)
+        await wait_until(pilot, lambda: set(CORE) <= set(visible_columns(table)),
+                         what=lambda: f"{visible_columns(table)} of {spans(table)}")  # fmt: skip
+        header = screen_text(app).splitlines()[1]
+        assert "linear test" in header, header
 
 
 async def test_column_picker_chooses_the_runs_tables_columns_for_the_session(
@@ -451,7 +470,7 @@ def test_fit_widths_elides_the_run_id_until_the_numbers_fit():
     assert {k: v for k, v in narrow.items() if k != "run"} == {
         k: v for k, v in natural.items() if k != "run"
     }  # only the id gives way
-    assert fit_widths(order, natural, 60)["run"] == 16  # never below its minimum
+    assert fit_widths(order, natural, 60)["run"] == ELIDE_MIN["run"]  # never below its minimum
     assert fit_widths(order, natural, 0) == natural  # not laid out yet
 
 

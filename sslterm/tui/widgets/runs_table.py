@@ -44,7 +44,7 @@ WHEN_FILLED = ("group", "label", "tags")
 labels or tags, or when the table is not grouped (the picker does not offer them)."""
 CORE = frozenset({"run", "status", "method", "epoch", "eta", "loss", "knn", "linear"})
 """Columns that should fit the width: long ids are elided until they do."""
-ELIDE_MIN = {"run": 16, "label": 12}
+ELIDE_MIN = {"run": 14, "label": 12}
 """Columns whose text may be elided, and their narrowest width."""
 CELL_PAD = 2
 """Cells a column adds to its text (the DataTable's padding, one each side)."""
@@ -163,8 +163,14 @@ class RunsTable(DataTable):
 
     @property
     def room(self) -> int:
-        """Cells the columns have (0: not laid out yet)."""
-        return self.scrollable_content_region.width
+        """Cells the columns have (0: not laid out yet), less a vertical scrollbar's when the
+        rows will overflow the height: the widths are fitted before the rows are added, when
+        the table does not show that scrollbar yet (and no resize follows when it does)."""
+        inner = self.region.shrink(self.styles.gutter)
+        if inner.width <= 0:
+            return 0
+        lines = len(self._cells) + self.header_height + self.styles.scrollbar_size_horizontal
+        return inner.width - (self.styles.scrollbar_size_vertical if lines > inner.height else 0)
 
     def show_columns(self, keys: Iterable[str] | None) -> None:
         """Show these columns (None: all), with the ones that always show."""
