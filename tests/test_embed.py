@@ -109,11 +109,13 @@ async def test_the_detail_view_draws_the_embedding(run_with_features: RunDir,
     from textual_plotext import PlotextPlot
 
     from sslterm.tui.app import SSLTermApp
+    from sslterm.tui.widgets.runs_table import RunsTable
 
     app = SSLTermApp(run_with_features.path.parent, profiles_dir, poll_interval=0.2,
                      env_check_delay=None)
     async with app.run_test(size=(120, 50)) as pilot:
-        await wait_until(pilot, lambda: RUN_ID in app.index.runs)
+        table = app.screen.query_one(RunsTable)
+        await wait_until(pilot, lambda: table.selected == RUN_ID)  # the row, not just the index
         await pilot.press("enter")
         await wait_until(pilot, lambda: getattr(app.screen, "details", None) is not None)
         embedding = app.screen.details.embedding
