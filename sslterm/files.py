@@ -18,8 +18,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     Readers see the old file or the new one, never half of either. A file that exists keeps
     its permissions (a profile made group-writable stays so); a new one gets the umask's, as
     ``open`` would give it. The temp name is unique per call, so two writers of one file
-    (a trainer and its supervisor) never share a temp file."""
-    path = Path(path)
+    (a trainer and its supervisor) never share a temp file. A symlink stays a symlink: the
+    file it points to is the one replaced (a profile linked from a shared folder stays linked)."""
+    path = Path(os.path.realpath(path))
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:

@@ -41,6 +41,18 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
     assert os.listdir(tmp_path) == ["profile.toml"]
 
 
+def test_a_symlinked_file_is_written_through_its_link(tmp_path):
+    target = tmp_path / "shared" / "cifar10.toml"
+    target.parent.mkdir()
+    target.write_text("a = 1\n")
+    link = tmp_path / "cifar10.toml"
+    link.symlink_to(target)
+    atomic_write_text(link, "a = 2\n")
+    assert link.is_symlink()
+    assert target.read_text() == "a = 2\n"
+    assert sorted(os.listdir(target.parent)) == ["cifar10.toml"]
+
+
 def test_concurrent_writers_of_one_file_never_share_a_temp_file(tmp_path):
     """A trainer and its supervisor both replace status.json: each write must land whole."""
     path = tmp_path / "status.json"
