@@ -195,6 +195,19 @@ def knn_accuracy(model: nn.Module, subset: Path, batch_size: int = 256) -> float
     return (pred == labels).float().mean().item() * 100
 
 
+def rescore(args: argparse.Namespace, subset: Path, random_init: float) -> None:
+    """kNN of the encoders an earlier run saved, on a larger test split than it used."""
+    tests = sum(1 for _ in (subset / "test").glob("*/*"))
+    print(f"random init: kNN test top-1 {random_init:.2f}% ({tests} test images)")
+    for weights in sorted(args.work.glob("*.safetensors")):
+        side, seed = weights.stem.rsplit("-", 1)
+        if int(seed) not in args.seeds or (args.only and not side.startswith(args.only)):
+            continue
+        model = encoder(args.stem)
+        model.load_state_dict(load_file(str(weights)))
+        print(f"{side} seed {seed}: kNN test top-1 {knn_accuracy(model, subset):.2f}%")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True, help="extracted cifar10-jpeg folder")
@@ -209,13 +222,20 @@ def main() -> None:
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--only", choices=["sslterm", "lightly"],
                     help="run one side (two processes in parallel use a CPU better)")
+    ap.add_argument("--rescore", action="store_true",
+                    help="train nothing: score the encoders saved in --work for --seeds again, "
+                         "on --test-per-class test images (1000: all of CIFAR-10's test set)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    subset = build_subset(args.data, args.work / "subset", args.train_per_class,
+    subset_name = f"subset-test{args.test_per_class}" if args.rescore else "subset"
+    subset = build_subset(args.data, args.work / subset_name, args.train_per_class,
                           args.test_per_class)
     torch.manual_seed(0)
     random_init = knn_accuracy(encoder(args.stem), subset)
+    if args.rescore:
+        rescore(args, subset, random_init)
+        return
     rows = []
     for seed in args.seeds:
         for name, fn in (("sslterm", run_sslterm), ("lightly parts", run_reference)):
