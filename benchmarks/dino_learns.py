@@ -132,12 +132,13 @@ def run_reference(args: argparse.Namespace, subset: Path, seed: int) -> tuple[nn
             update_momentum(head, teacher_head, m=0.99)
             teacher_out = [teacher_head(teacher_backbone(v)) for v in views[:2]]
             student_out = [head(backbone(v)) for v in views]
+            center = criterion.center.clone()  # the loss's center: the call below moves it
             loss = criterion(teacher_out, student_out, epoch=epoch)
             opt.zero_grad()
             loss.backward()
             opt.step()
             if step % args.log_every == 0:
-                ent, kl = entropy_and_kl(teacher_out, student_out, criterion.center,
+                ent, kl = entropy_and_kl(teacher_out, student_out, center,
                                          criterion.teacher_temp, criterion.student_temp)
                 log.append({"step": step, "loss": loss.item(), "teacher_entropy": ent, "kl": kl})
             step += 1
