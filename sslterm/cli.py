@@ -750,7 +750,7 @@ def _pick_runs(refs: Sequence[str], expr: str | None, output_dir: str) -> list[R
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    from sslterm.files import atomic_write_text
+    from sslterm.files import write_output
     from sslterm.report.table import render, table_rows
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
@@ -766,8 +766,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     splits = {s.linear_split for s in summaries if s.linear_split}
     text = render(rows, metrics, args.format, splits, args.digits)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(args.out), text)
+        write_output(args.out, text)
         print(f"wrote {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
@@ -775,12 +774,13 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from sslterm.files import write_output
     from sslterm.report.export import export_run
     from sslterm.runs.store import find_run
 
     text = export_run(find_run(args.run, _output_dir(args)), args.format)
     if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
+        write_output(args.out, text)
         print(f"wrote {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text)

@@ -2,7 +2,8 @@
 profiles, results, caches, figures, embeddings, queue items) goes through here.
 
 It sits in the bottom layer, free of torch, so the app, the run store, the data cache and
-eval share one implementation."""
+eval share one implementation. Files the user names (``--out``) go through
+:func:`write_output`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import contextlib
 import os
 import secrets
 from pathlib import Path
+
+from sslterm.errors import UserError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -39,3 +42,17 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """:func:`atomic_write_bytes` of ``text`` in UTF-8."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_output(path: str | Path, data: bytes | str) -> Path:
+    """Write a file the user named (``--out``): its folder is made, the write is atomic, and a
+    path that cannot be written is one line naming it, not a traceback."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data.encode("utf-8") if isinstance(data, str) else data)
+    except FileExistsError as exc:  # mkdir met a file where a folder must be
+        raise UserError(f"{path}: {exc.filename} is a file, not a folder") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write it ({exc.strerror or exc})") from None
+    return path

@@ -187,6 +187,46 @@ def test_plot_without_matplotlib_is_one_line_naming_the_install(runs: list[RunDi
         '(in a clone: pip install -e ".[plot]")']
 
 
+COMMANDS_WITH_OUT = {
+    "export": ["export", "{run}", "--format", "csv"],
+    "table": ["table", "{run}", "--metrics", "knn"],
+    "plot": ["plot", "{run}"],
+}
+
+
+def with_results(run: RunDir) -> RunDir:
+    """The run's results.json, which ``table`` reads."""
+    run.results.write_text(json.dumps({"run_id": run.id, "final": {"knn": {"val_top1": 40.0}}}))
+    return run
+
+
+@pytest.mark.parametrize("command", COMMANDS_WITH_OUT)
+def test_out_makes_its_folder(runs: list[RunDir], tmp_path: Path, command: str) -> None:
+    """Before, export (alone of the --out commands) needed the folder to exist."""
+    target = tmp_path / "new" / "folder" / ("out.svg" if command == "plot" else "out.txt")
+    args = [a.format(run=with_results(runs[0]).id) for a in COMMANDS_WITH_OUT[command]]
+    out = cli("-o", str(runs[0].path.parent), *args, "--out", str(target))
+    assert out.returncode == 0, out.stderr
+    assert target.stat().st_size > 0
+    assert os.listdir(target.parent) == [target.name]  # no temp file left beside it
+
+
+@pytest.mark.parametrize("command", COMMANDS_WITH_OUT)
+def test_out_that_cannot_be_written_is_one_line(runs: list[RunDir], tmp_path: Path,
+                                                command: str) -> None:
+    """A file where the folder should be: before, export, table and plot ended in a
+    traceback."""
+    blocker = tmp_path / "results"
+    blocker.write_text("keep me\n")
+    target = blocker / ("fig.svg" if command == "plot" else "out.txt")
+    args = [a.format(run=with_results(runs[0]).id) for a in COMMANDS_WITH_OUT[command]]
+    out = cli("-o", str(runs[0].path.parent), *args, "--out", str(target))
+    assert out.returncode == 2
+    assert out.stderr.splitlines() == [
+        f"sslterm: {target}: {blocker} is a file, not a folder"]
+    assert blocker.read_text() == "keep me\n"
+
+
 def test_time_axis_unit_keeps_numbers_readable() -> None:
     assert time_unit(90) == (1.0, "seconds")
     assert time_unit(600) == (60.0, "minutes")

@@ -23,7 +23,7 @@ from sslterm.data.augment import BatchAugment
 from sslterm.data.registry import build_splits
 from sslterm.data.transforms import multi_view
 from sslterm.data.views import View, describe_views, resolve_views
-from sslterm.files import atomic_write_bytes
+from sslterm.files import write_output
 from sslterm.profile.schema import Profile
 from sslterm.train.model import build_model
 
@@ -79,9 +79,6 @@ def view_grid(profile: Profile, images: int = 8, seed: int = 0) -> ViewGrid:
 
 def save_grid(grid: ViewGrid, path: str | Path) -> Path:
     """The grid as a PNG (whatever the suffix), written whole or not at all."""
-    path = Path(path)
     buf = BytesIO()
     Image.fromarray(grid.pixels).save(buf, format="PNG")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    return write_output(path, buf.getvalue())

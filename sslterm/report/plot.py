@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sslterm.errors import UserError
-from sslterm.files import atomic_write_bytes
+from sslterm.files import write_output
 from sslterm.runs.store import RunDir
 from sslterm.runs.summary import X_AXES, RunSummary, metric_title
 
@@ -76,12 +76,10 @@ def _band(curves: Sequence[tuple[list[float], list[float]]]) -> tuple[Any, Any, 
 
 
 def write_figure(fig: Figure, out: Path, **savefig: Any) -> None:
-    """Save ``fig`` to ``out`` (format by suffix) whole or not at all, through the run
-    store's atomic write."""
+    """Save ``fig`` to ``out`` (format by suffix) whole or not at all."""
     buf = io.BytesIO()
     fig.savefig(buf, dpi=DPI, format=out.suffix.lower()[1:], **savefig)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, buf.getvalue())
+    write_output(out, buf.getvalue())
 
 
 def save_figure(
