@@ -184,7 +184,8 @@ async def test_metric_picker_charts_a_methods_own_scalar(tmp_path, profiles_dir,
         await wait_until(pilot, lambda: not isinstance(app.screen, MetricPicker))
         chart = next(c for c in charts(app) if c.title == "momentum")
         assert app.focused is chart
-        await wait_until(pilot, lambda: chart.plotted and chart.points > 0)
+        # the chart held page 1's metric a tick ago: wait for its replot with momentum
+        await wait_until(pilot, lambda: chart._drawn_view == chart._view() and chart.points > 0)
         assert chart.plotted[0][0] == "momentum"
         assert max(chart.plotted[0][2]) == pytest.approx(1.0)
         assert "charts 2/" in screen_text(app)
