@@ -749,8 +749,18 @@ def _pick_runs(refs: Sequence[str], expr: str | None, output_dir: str) -> list[R
     return summaries if refs else newest_first(summaries)
 
 
+def _write_or_print(text: str, out: str | None) -> None:
+    """A report to ``--out`` (its folder made, written whole) or, without one, to stdout."""
+    if out:
+        from sslterm.files import write_output
+
+        write_output(out, text)
+        print(f"wrote {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+
+
 def cmd_table(args: argparse.Namespace) -> int:
-    from sslterm.files import write_output
     from sslterm.report.table import render, table_rows
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
@@ -765,25 +775,16 @@ def cmd_table(args: argparse.Namespace) -> int:
         print(f"left out (no results yet): {', '.join(skipped)}", file=sys.stderr)
     splits = {s.linear_split for s in summaries if s.linear_split}
     text = render(rows, metrics, args.format, splits, args.digits)
-    if args.out:
-        write_output(args.out, text)
-        print(f"wrote {args.out}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
+    _write_or_print(text, args.out)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from sslterm.files import write_output
     from sslterm.report.export import export_run
     from sslterm.runs.store import find_run
 
     text = export_run(find_run(args.run, _output_dir(args)), args.format)
-    if args.out:
-        write_output(args.out, text)
-        print(f"wrote {args.out}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
+    _write_or_print(text, args.out)
     return 0
 
 
