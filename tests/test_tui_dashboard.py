@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tuihelpers import SMOKE, T0, notices, screen_text, wait_until, write_run
+from tuihelpers import SMOKE, T0, notices, screen_text, shows_its_view, wait_until, write_run
 
 from sslterm.runs.summary import METRICS
 from sslterm.tui.app import SSLTermApp
@@ -49,7 +49,7 @@ def charts(app) -> list[MetricChart]:
 
 def drawn(app) -> bool:
     """Every chart shows what it was last told to show."""
-    return all(c.draws and c._drawn_view == c._view() for c in charts(app))
+    return all(shows_its_view(c) for c in charts(app))
 
 
 async def open_runs(pilot, run_id: str = "smoke-20240501-180000") -> None:
@@ -185,7 +185,7 @@ async def test_metric_picker_charts_a_methods_own_scalar(tmp_path, profiles_dir,
         chart = next(c for c in charts(app) if c.title == "momentum")
         assert app.focused is chart
         # the chart held page 1's metric a tick ago: wait for its replot with momentum
-        await wait_until(pilot, lambda: chart._drawn_view == chart._view() and chart.points > 0)
+        await wait_until(pilot, lambda: shows_its_view(chart) and chart.points > 0)
         assert chart.plotted[0][0] == "momentum"
         assert max(chart.plotted[0][2]) == pytest.approx(1.0)
         assert "charts 2/" in screen_text(app)

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from tuihelpers import SMOKE, T0, make_runs, write_run
+from tuihelpers import SMOKE, T0, make_runs, shows_its_view, write_run
 
 from sslterm.tui.app import SSLTermApp
 from sslterm.tui.screens.composer import ComposerScreen
@@ -169,7 +169,7 @@ def test_chart_cursor_and_log_y(app, snap_compare):
         charts = list(pilot.app.screen.query(MetricChart))
         focused = pilot.app.focused
         await until(pilot, lambda: all(
-            c.cursor == focused.cursor and c._drawn_view == c._view() and c.readout
+            c.cursor == focused.cursor and shows_its_view(c) and c.readout
             for c in charts
         ))
         await pilot.pause(0.2)

@@ -286,6 +286,12 @@ async def wait_until(pilot, predicate, timeout: float = 20.0, what: str = "", st
         await pilot.pause(step)
 
 
+def shows_its_view(chart) -> bool:
+    """The chart has replotted what it was last told to show (each chart replots on its own
+    timer, so one chart's new view says nothing of another's)."""
+    return bool(chart.draws) and chart._drawn_view == chart._view()
+
+
 def notices(app) -> str:
     """Every notification (toast) the app has shown, joined."""
     return "\n".join(str(n.message) for n in app._notifications)
